@@ -8,5 +8,5 @@ import functools
 @functools.cache
 def load_executorch_llm_ops() -> None:
     # A .pte that uses custom SDPA/KV or quantized embedding ops only loads after both imports (§11).
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+    import executorch.extension.llm.custom_ops.custom_ops
     import executorch.kernels.quantized  # noqa: F401

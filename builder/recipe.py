@@ -1,0 +1,231 @@
+"""The recipe: a user's TOML file, parsed and checked with pydantic (DESIGN §3)."""
+
+from __future__ import annotations
+
+import keyword
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from builder.compress.quantization import SCHEMES, SchemeName
+from builder.errors import UserInputError
+from builder.models.base import Task
+from builder.targets import Target, catalogue
+
+# Kotlin hard keywords cannot be package segments; Java's are a superset of the ones that matter.
+_KOTLIN_KEYWORDS = {
+    "as", "break", "class", "continue", "do", "else", "false", "for", "fun", "if", "in", "interface",
+    "is", "null", "object", "package", "return", "super", "this", "throw", "true", "try", "typealias",
+    "typeof", "val", "var", "when", "while",
+}  # fmt: skip
+_SWIFT_RESERVED = {"Self", "Type", "Protocol", "Any", "Foundation", "Swift", "CoreML", "ExecuTorch"}
+
+_FIX_HINTS: dict[str, str] = {
+    "package.name": 'use lower-case letters, digits and dashes, starting with a letter, e.g. "smolchat"',
+    "package.version": 'use a semantic version such as "0.1.0"',
+    "package.android_namespace": 'use a Java package name such as "com.example.smolchat"',
+    "package.ios_module": 'use a Swift type name such as "SmolChat" (letters and digits, capitalised)',
+    "package.class_name": 'use a type name such as "SmolChat" (letters and digits, capitalised)',
+    "model.source": 'use "builtin:<name>", "hf:<folder>" or "gguf:<file>"',
+    "model.task": 'use "text-generation" or "embeddings"',
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PackageSection(_Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$", max_length=64)
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
+    android_namespace: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=200)
+    ios_module: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=64)
+    class_name: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=64)
+    description: str = ""
+
+    @field_validator("android_namespace")
+    @classmethod
+    def _no_keyword_segments(cls, value: str) -> str:
+        bad = [seg for seg in value.split(".") if seg in _KOTLIN_KEYWORDS or keyword.iskeyword(seg)]
+        if bad:
+            raise ValueError(f"segment {bad[0]!r} is a reserved word in Kotlin/Java")
+        return value
+
+    @field_validator("ios_module", "class_name")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        if value in _SWIFT_RESERVED:
+            raise ValueError(f"{value!r} clashes with a Swift or system module name")
+        return value
+
+    @property
+    def type_name(self) -> str:
+        return self.class_name or self.ios_module
+
+
+class ModelSection(_Section):
+    source: str
+    task: Task = "text-generation"
+    max_context: int = Field(default=512, ge=32, le=8192)
+
+
+class CompressSection(_Section):
+    quantize: SchemeName = "fp32"
+    # None: the scheme's default (int8 tables for the int8/int4 schemes, as peers do).
+    quantize_embeddings: bool | None = None
+
+
+class GenerationSection(_Section):
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    max_new_tokens: int = Field(default=256, ge=1)
+    # None: the model's own stop strings (its end-of-turn and end-of-text tokens).
+    stop_strings: list[str] | None = None
+
+
+class EvalSection(_Section):
+    text: str = "builtin:shakespeare"
+    windows: int = Field(default=4, ge=1, le=64)
+    window_tokens: int = Field(default=256, ge=16)
+    decode_steps: int = Field(default=32, ge=1, le=512)
+    # Compression-cost gates: reported always, enforced only when set (DESIGN §11).
+    max_perplexity_increase: float | None = Field(default=None, gt=0.0)
+    min_top1_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_greedy_match: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_cosine_similarity: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
+class TargetEntry(_Section):
+    name: str
+    quantize: SchemeName | None = None
+    quantize_embeddings: bool | None = None
+
+
+class Recipe(_Section):
+    package: PackageSection
+    model: ModelSection
+    compress: CompressSection = CompressSection()
+    generation: GenerationSection = GenerationSection()
+    eval: EvalSection = EvalSection()
+    targets: list[TargetEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _window_fits_context(self) -> Recipe:
+        if self.eval.window_tokens >= self.model.max_context:
+            raise ValueError(
+                f"eval.window_tokens ({self.eval.window_tokens}) must be smaller than "
+                f"model.max_context ({self.model.max_context})"
+            )
+        return self
+
+
+class ResolvedTarget(BaseModel):
+    """A recipe target joined with its catalogue entry and the scheme it will actually use."""
+
+    target: Target
+    scheme: SchemeName
+    quantize_embeddings: bool | None
+
+
+class LoadedRecipe(BaseModel):
+    recipe: Recipe
+    path: Path
+    targets: list[ResolvedTarget]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = _key(error["loc"])
+    generic = _key(tuple(x for x in error["loc"] if not isinstance(x, int)))
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'. Fix: remove it or check its spelling against the README's recipe reference"
+    if error["type"] == "missing":
+        return f"missing key '{key}'. Fix: add it (see examples/smolchat.toml)"
+    value = error.get("input")
+    msg = error["msg"]
+    if error["type"] == "literal_error":
+        fix = f"use one of {msg.split('Input should be ', 1)[-1]}"
+    else:
+        fix = _FIX_HINTS.get(generic, "see examples/smolchat.toml for a valid recipe")
+    return f"'{key}' = {value!r} is invalid ({msg}). Fix: {fix}"
+
+
+def load_recipe(path: Path, only_targets: list[str] | None = None) -> LoadedRecipe:
+    """Read, validate and resolve a recipe; every problem is a UserInputError naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: recipe file not found. Fix: pass the path of a recipe TOML file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path}: not valid TOML ({exc}). Fix: correct the syntax at that line") from None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()]
+        raise UserInputError(f"{path}: " + "; ".join(problems)) from None
+    return LoadedRecipe(recipe=recipe, path=path.resolve(), targets=_resolve_targets(recipe, path, only_targets))
+
+
+def _reason(target: Target, scheme: str) -> str:
+    return f" ({target.refused[scheme]})" if scheme in target.refused else ""
+
+
+def _resolve_targets(recipe: Recipe, path: Path, only: list[str] | None) -> list[ResolvedTarget]:
+    known = catalogue()
+    resolved = []
+    for i, entry in enumerate(recipe.targets):
+        key = f"targets[{i}].name"
+        if entry.name not in known:
+            raise UserInputError(
+                f"{path}: '{key}' = {entry.name!r} is not a known target. "
+                f"Fix: use one of {', '.join(sorted(known))} (`slmpack targets` lists them)"
+            )
+        target = known[entry.name]
+        scheme = entry.quantize or recipe.compress.quantize
+        if scheme not in target.schemes:
+            where = f"targets[{i}].quantize" if entry.quantize else "compress.quantize"
+            raise UserInputError(
+                f"{path}: '{where}' = {scheme!r} ({SCHEMES[scheme].description}) is not supported by target "
+                f"{target.name!r}{_reason(target, scheme)}. Fix: use one of {', '.join(target.schemes)}"
+            )
+        if recipe.model.task not in target.tasks:
+            raise UserInputError(
+                f"{path}: target {target.name!r} cannot run task {recipe.model.task!r}. "
+                f"Fix: use a target that supports it ({', '.join(target.tasks)})"
+            )
+        emb = entry.quantize_embeddings
+        resolved.append(
+            ResolvedTarget(
+                target=target,
+                scheme=scheme,
+                quantize_embeddings=recipe.compress.quantize_embeddings if emb is None else emb,
+            )
+        )
+    names = [r.target.name for r in resolved]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"{path}: a target is listed twice in [[targets]]. Fix: list each target once")
+    if only:
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise UserInputError(
+                f"{path}: --target {missing[0]!r} is not among the recipe's targets. Fix: use one of {', '.join(names)}"
+            )
+        resolved = [r for r in resolved if r.target.name in only]
+    return resolved

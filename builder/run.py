@@ -1,0 +1,81 @@
+"""`slmpack run`: load a bundle's (or a bare .pte's) model in its host runtime and generate."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from builder.backends.executorch import PteDecoderRunner, PteEncoderRunner
+from builder.errors import UserInputError
+from builder.generate import SamplerSettings, stream
+
+
+def _pick_artifact(bundle: Path, target: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    runnable = [a for a in manifest["artifacts"] if a["backend"] == "executorch"]
+    if target:
+        runnable = [a for a in runnable if a["target"] == target]
+    if not runnable:
+        names = ", ".join(a["target"] for a in manifest["artifacts"])
+        raise UserInputError(f"{bundle}: no host-runnable artifact{f' for {target!r}' if target else ''}. "
+                             f"Fix: choose one of {names}")  # fmt: skip
+    return manifest, runnable[0]
+
+
+def run_artifact(
+    path: Path, prompt: str, target: str | None, tokenizer_dir: Path | None, max_new_tokens: int,
+    temperature: float | None, raw: bool,
+) -> Iterator[str]:  # fmt: skip
+    manifest: dict[str, Any] | None = None
+    if path.is_dir() and (path / "manifest.json").is_file():
+        manifest, entry = _pick_artifact(path, target)
+        pte = path / entry["path"]
+        tokenizer_dir = tokenizer_dir or path / "tokenizer"
+    elif path.is_file() and path.suffix == ".pte":
+        pte = path
+        if tokenizer_dir is None:
+            raise UserInputError(f"{path}: a bare .pte needs --tokenizer FOLDER (the bundle's tokenizer/ folder)")
+    else:
+        raise UserInputError(f"{path} is neither a bundle folder nor a .pte file. Fix: pass one of those")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    model = (manifest or {}).get("model", {})
+    if model.get("task") == "embeddings":
+        yield from _embed(pte, tokenizer, prompt)
+        return
+    generation = (manifest or {}).get("generation", {})
+    template = model.get("chat_template") or getattr(tokenizer, "chat_template", None)
+    if template and not raw:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = prompt
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    runner = PteDecoderRunner(pte)
+    meta = runner_metadata(pte)
+    settings = SamplerSettings(
+        temperature=generation.get("temperature", 0.0) if temperature is None else temperature,
+        top_p=generation.get("top_p", 1.0),
+        top_k=generation.get("top_k", 0),
+        max_new_tokens=max_new_tokens,
+    )
+    eos = set(model.get("eos_ids") or meta.get("get_eos_ids") or [])
+    yield from stream(runner, tokenizer, ids, settings, eos, generation.get("stop_strings", []),
+                      int(meta.get("get_max_seq_len", len(ids) + max_new_tokens + 1)))  # fmt: skip
+
+
+def runner_metadata(pte: Path) -> dict[str, Any]:
+    from builder.inspect_pte import describe_pte
+
+    return {m.name: m.value for m in describe_pte(pte).methods if not m.inputs}
+
+
+def _embed(pte: Path, tokenizer: Any, text: str) -> Iterator[str]:
+    enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
+    vector = PteEncoderRunner(pte).embed(enc["input_ids"], enc["attention_mask"])
+    head = ", ".join(f"{x:.4f}" for x in vector[:8].tolist())
+    yield f"embedding dim {vector.numel()}, norm {vector.norm():.4f}: [{head}, ...]"

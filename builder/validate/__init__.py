@@ -1,0 +1,100 @@
+"""Validate one artifact on the host: lowering gate, compression cost, golden data (DESIGN §5)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from builder.backends.base import Prepared, Runner
+from builder.models.base import Model
+from builder.recipe import EvalSection
+from builder.tasks.embeddings import ExportableEncoder
+from builder.validate import decoder, encoder
+from builder.validate.data import sentences, token_windows
+from builder.validate.gates import Validation, lowering_gates, recipe_gates
+
+GOLDEN_TOKENS = 16
+GOLDEN_USER_MESSAGE = "Write one sentence about the sea."
+ENCODER_SENTENCES = 32
+
+
+@dataclass
+class ValidationResult:
+    validation: Validation
+    golden: dict[str, Any]
+
+
+def golden_prompt(model: Model) -> torch.Tensor:
+    """The prompt every golden test replays: a chat turn when the model has a chat template."""
+    tok = model.tokenizer
+    if model.spec.chat_template:
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": GOLDEN_USER_MESSAGE}], tokenize=False, add_generation_prompt=True
+        )
+    else:
+        text = GOLDEN_USER_MESSAGE
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def validate_decoder(
+    model: Model,
+    prepared: Prepared,
+    runner: Runner,
+    text: str,
+    limits: EvalSection,
+    scheme: str,
+    runtime: str,
+) -> ValidationResult:
+    v = Validation(runtime=runtime)
+    prompt = golden_prompt(model)
+    decoder.measure_lowering(runner, prepared.runner, prompt, limits.decode_steps, v)
+    original = decoder.OriginalDecoderRunner(model.module)
+    windows = token_windows(model.tokenizer, text, limits.windows, limits.window_tokens)
+    decoder.measure_compression(runner, original, windows, v)
+    artifact_tokens = decoder.greedy(runner, prompt, limits.decode_steps)
+    original_tokens = decoder.greedy(original, prompt, limits.decode_steps)
+    v.greedy_match = decoder.common_prefix_fraction(original_tokens, artifact_tokens)
+    v.eval = {
+        "windows": limits.windows,
+        "window_tokens": limits.window_tokens,
+        "decode_steps": limits.decode_steps,
+    }
+    v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
+    v.decide()
+    golden = {"prompt_ids": prompt[0].tolist(), "greedy_tokens": artifact_tokens[:GOLDEN_TOKENS]}
+    return ValidationResult(v, golden)
+
+
+def validate_encoder(
+    model: Model,
+    prepared: Prepared,
+    runner: Runner,
+    text: str,
+    limits: EvalSection,
+    scheme: str,
+    runtime: str,
+) -> ValidationResult:
+    v = Validation(runtime=runtime)
+    assert isinstance(prepared.module, ExportableEncoder)
+    max_len = prepared.module.max_context
+    batch = []
+    for sentence in sentences(text, ENCODER_SENTENCES):
+        enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
+        batch.append((enc["input_ids"], enc["attention_mask"]))
+    encoder.measure_lowering(runner, prepared.runner, batch, v)
+    original = encoder.OriginalEncoderRunner(ExportableEncoder(copy.deepcopy(model.module), model.spec, max_len))
+    encoder.measure_compression(runner, original, batch, v)
+    v.eval = {"sentences": len(batch)}
+    v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
+    v.decide()
+    ids, mask = batch[0]
+    golden = {
+        "text": sentences(text, 1)[0],
+        "input_ids": ids[0].tolist(),
+        "embedding": [round(x, 6) for x in runner.embed(ids, mask).tolist()],
+    }
+    return ValidationResult(v, golden)

@@ -1,0 +1,104 @@
+"""Decoder measurements: lowering error, compression cost and golden tokens, all through runners."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from builder.backends.base import DecoderRunner
+from builder.validate.gates import Validation
+
+
+class OriginalDecoderRunner:
+    """The uncompressed model in plain transformers, recomputing the whole sequence each step.
+
+    Slow but independent of every export trick, which is what a reference should be.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.history = torch.zeros((1, 0), dtype=torch.long)
+
+    def reset(self) -> None:
+        self.history = torch.zeros((1, 0), dtype=torch.long)
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
+        self.history = torch.cat([self.history[:, :start_pos], input_ids], dim=1)
+        out = self.module(input_ids=self.history, use_cache=False).logits[0]
+        return out[-input_ids.shape[1] :]
+
+
+def measure_lowering(
+    artifact: DecoderRunner, reference: DecoderRunner, prompt: torch.Tensor, steps: int, v: Validation
+) -> None:
+    """Prefill then `steps` decode steps, both runners fed the reference's greedy tokens."""
+    artifact.reset()
+    reference.reset()
+    ref = reference.logits(prompt, 0)
+    art = artifact.logits(prompt, 0)
+    pairs = [(ref, art)]
+    for step in range(steps):
+        token = ref[-1].argmax().view(1, 1)
+        pos = prompt.shape[1] + step
+        ref = reference.logits(token, pos)
+        art = artifact.logits(token, pos)
+        pairs.append((ref, art))
+    refs = torch.cat([r for r, _ in pairs])
+    arts = torch.cat([a for _, a in pairs])
+    max_abs = (refs - arts).abs().max().item()
+    v.lowering_max_abs_diff = max_abs
+    v.lowering_relative_diff = max_abs / max(refs.abs().max().item(), 1e-12)
+    v.lowering_top1_agreement = (refs.argmax(-1) == arts.argmax(-1)).float().mean().item()
+    v.positions_compared = refs.shape[0]
+
+
+def measure_compression(
+    artifact: DecoderRunner, original: DecoderRunner, windows: list[torch.Tensor], v: Validation
+) -> None:
+    """Perplexity (fresh cache per window), top-1 agreement and KL(original || artifact)."""
+    nll_art = nll_ref = 0.0
+    count = 0
+    agree = 0.0
+    kl_sum = 0.0
+    for window in windows:
+        artifact.reset()
+        original.reset()
+        art = artifact.logits(window, 0).float()
+        ref = original.logits(window, 0).float()
+        targets = window[0, 1:]
+        nll_art += F.cross_entropy(art[:-1], targets, reduction="sum").item()
+        nll_ref += F.cross_entropy(ref[:-1], targets, reduction="sum").item()
+        count += targets.numel()
+        agree += (art.argmax(-1) == ref.argmax(-1)).float().sum().item()
+        ref_logp = F.log_softmax(ref, -1)
+        kl_sum += F.kl_div(F.log_softmax(art, -1), ref_logp, log_target=True, reduction="sum").item()
+    positions = sum(w.shape[1] for w in windows)
+    v.perplexity = math.exp(nll_art / count)
+    v.perplexity_reference = math.exp(nll_ref / count)
+    v.top1_agreement = agree / positions
+    v.kl_divergence = kl_sum / positions
+
+
+def greedy(runner: DecoderRunner, prompt: torch.Tensor, steps: int) -> list[int]:
+    runner.reset()
+    logits = runner.logits(prompt, 0)
+    tokens: list[int] = []
+    for step in range(steps):
+        token = int(logits[-1].argmax())
+        tokens.append(token)
+        if step + 1 < steps:
+            logits = runner.logits(torch.tensor([[token]]), prompt.shape[1] + step)
+    return tokens
+
+
+def common_prefix_fraction(a: list[int], b: list[int]) -> float:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n / max(len(a), 1)

