@@ -82,11 +82,12 @@ def build(
 
     Example: slmpack build examples/smolchat.toml --out dist --target android-xnnpack
     """
-    from builder.pipeline import BuildSettings
-    from builder.pipeline import build as run_build
     from builder.recipe import load_recipe
 
     loaded = load_recipe(recipe, only_targets=target)
+    from builder.pipeline import BuildSettings
+    from builder.pipeline import build as run_build
+
     final = run_build(loaded, BuildSettings(out_dir=out, benchmark=bench), console)
     console.print(f"[bold green]Bundle ready:[/bold green] {final}")
 

@@ -114,7 +114,8 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _window_fits_context(self) -> Recipe:
-        if self.eval.window_tokens >= self.model.max_context:
+        decoder = self.model.task == "text-generation"
+        if decoder and self.eval.window_tokens >= self.model.max_context:
             raise ValueError(
                 f"eval.window_tokens ({self.eval.window_tokens}) must be smaller than "
                 f"model.max_context ({self.model.max_context})"
@@ -158,7 +159,9 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"missing key '{key}'. Fix: add it (see examples/smolchat.toml)"
     value = error.get("input")
-    msg = error["msg"]
+    msg = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return f"{msg}. Fix: change one of the two values"
     if error["type"] == "literal_error":
         fix = f"use one of {msg.split('Input should be ', 1)[-1]}"
     else:
