@@ -34,8 +34,9 @@ def recipe_text(
     name: str = "tinychat",
     max_context: int = 128,
 ) -> str:
-    return textwrap.dedent(
-        f"""\
+    return (
+        textwrap.dedent(
+            f"""\
         [package]
         name = "{name}"
         version = "0.1.0"
@@ -55,7 +56,11 @@ def recipe_text(
         window_tokens = 64
         decode_steps = 8
         """
-    ) + extra + "\n" + targets
+        )
+        + extra
+        + "\n"
+        + targets
+    )
 
 
 @pytest.fixture

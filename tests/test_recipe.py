@@ -35,7 +35,10 @@ def test_defaults_and_per_target_override(write_recipe: RecipeWriter) -> None:
 BAD_RECIPES = {
     "unknown key": (recipe_text(extra="bogus = 1\n"), ["eval.bogus", "unknown key"]),
     "wrong type": (recipe_text().replace("max_context = 128", 'max_context = "big"'), ["model.max_context", "'big'"]),
-    "unknown target": (recipe_text(targets='[[targets]]\nname = "android-gpu"\n'), ["targets[0].name", "android-xnnpack"]),
+    "unknown target": (
+        recipe_text(targets='[[targets]]\nname = "android-gpu"\n'),
+        ["targets[0].name", "android-xnnpack"],
+    ),
     "w8 on xnnpack": (recipe_text(quantize="w8"), ["compress.quantize", "'w8'", "silently wrong", "fp32, a8w8, a8w4"]),
     "unknown scheme": (recipe_text(quantize="int3"), ["compress.quantize", "'int3'", "'a8w4'"]),
     "bad package name": (recipe_text(name="Smol Chat"), ["package.name", "'Smol Chat'", "lower-case"]),

