@@ -49,6 +49,15 @@ def _friendly(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/bold red]: nothing was written")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if _state["debug"] or isinstance(exc, typer.Exit):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n"
+                "Nothing was written. Run again with --debug for the traceback, and report it.",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

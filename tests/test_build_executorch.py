@@ -1,0 +1,219 @@
+"""The real path on tiny models: export, lower to XNNPACK, run in ExecuTorch's runtime, bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from builder.backends.executorch import ExecuTorchBackend, PteEncoderRunner, _check_runtime_ops
+from builder.bundle import sha256_of
+from builder.cli import app
+from builder.errors import UserInputError
+from builder.inspect_pte import MethodInfo, PteInfo, describe_pte
+from builder.targets import catalogue
+from builder.validate import GOLDEN_USER_MESSAGE
+from tests.conftest import recipe_text
+
+TWO_TARGETS = '[[targets]]\nname = "android-xnnpack"\n\n[[targets]]\nname = "ios-xnnpack"\nquantize = "fp32"\n'
+
+
+def _build(recipe: Path, out: Path, *extra: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["build", str(recipe), "--out", str(out), *extra])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def chat_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("chat")
+    recipe = root / "recipe.toml"
+    recipe.write_text(recipe_text(targets=TWO_TARGETS))
+    code, output = _build(recipe, root / "dist")
+    assert code == 0, output
+    return root / "dist" / "tinychat-0.1.0"
+
+
+@pytest.fixture(scope="module")
+def manifest(chat_bundle: Path) -> dict:
+    return json.loads((chat_bundle / "manifest.json").read_text())
+
+
+def test_bundle_layout(chat_bundle: Path) -> None:
+    assert sorted(p.name for p in chat_bundle.parent.iterdir()) == ["tinychat-0.1.0"]  # no partial folders
+    for rel in ("manifest.json", "README.md", "tokenizer/tokenizer.json", "LICENSES/MODEL_LICENSE.txt",
+                "artifacts/android-xnnpack/model.pte", "artifacts/ios-xnnpack/model.pte"):  # fmt: skip
+        assert (chat_bundle / rel).is_file(), rel
+    assert "android-xnnpack" in (chat_bundle / "README.md").read_text()
+
+
+def test_manifest_contract(chat_bundle: Path, manifest: dict) -> None:
+    assert manifest["schema"] == "slmpack.manifest/1"
+    assert manifest["package"] == {
+        "name": "tinychat", "version": "0.1.0", "android_namespace": "com.example.tinychat",
+        "ios_module": "TinyChat", "class_name": "TinyChat", "description": "",
+    }  # fmt: skip
+    model = manifest["model"]
+    assert model["source"] == "builtin:tiny-llama"
+    assert model["architecture"] == "LlamaForCausalLM"
+    assert model["task"] == "text-generation"
+    assert model["max_context"] == 128
+    assert model["parameters"] == model["parameters_compressed"] > 0
+    assert model["eos_ids"] and model["chat_template"].startswith("{% for message")
+    assert model["source_quantization"] is None
+    assert {"slmpack", "torch", "executorch", "transformers"} <= set(manifest["tool_versions"])
+    assert manifest["tokenizer"]["kind"] == "bpe"
+    assert "<|im_end|>" in manifest["generation"]["stop_strings"]
+
+    by_target = {a["target"]: a for a in manifest["artifacts"]}
+    assert set(by_target) == {"android-xnnpack", "ios-xnnpack"}
+    for name, scheme in (("android-xnnpack", "a8w4"), ("ios-xnnpack", "fp32")):
+        a = by_target[name]
+        file = chat_bundle / a["path"]
+        assert a["path"] == f"artifacts/{name}/model.pte"
+        assert a["bytes"] == file.stat().st_size
+        assert a["sha256"] == sha256_of(file)
+        assert (a["backend"], a["delegate"], a["quantization"]) == ("executorch", "xnnpack", scheme)
+        assert a["runtime_version"] == catalogue()[name].runtime.version
+        v = a["validation"]
+        assert v["status"] == "passed", v
+        for key in ("lowering_max_abs_diff", "lowering_top1_agreement", "top1_agreement", "kl_divergence",
+                    "perplexity", "perplexity_reference", "greedy_match"):  # fmt: skip
+            assert isinstance(v[key], float), key
+        assert v["positions_compared"] > 8  # prefill positions plus decode steps
+        assert a["golden"]["prompt_ids"] and len(a["golden"]["greedy_tokens"]) == 8
+        assert a["benchmark"]["decode_tok_s"] > 0 and a["benchmark"]["runtime"] == "executorch.TextLLMRunner"
+        assert a["memory_estimate"]["kv_cache_mb"] > 0
+        methods = {m["name"] for m in a["signature"]["methods"]}
+        assert methods == {"forward"}
+    fp32 = by_target["ios-xnnpack"]["validation"]
+    assert fp32["lowering_max_abs_diff"] < 1e-4
+    assert fp32["perplexity"] == pytest.approx(fp32["perplexity_reference"], rel=1e-4)
+    a8w4 = by_target["android-xnnpack"]
+    assert a8w4["bytes"] < by_target["ios-xnnpack"]["bytes"]
+    assert a8w4["quantize_embeddings"] is True
+
+
+def test_pte_carries_llm_runner_metadata(chat_bundle: Path) -> None:
+    info = describe_pte(chat_bundle / "artifacts/android-xnnpack/model.pte")
+    values = {m.name: m.value for m in info.methods if not m.inputs}
+    assert values["get_max_seq_len"] == 128
+    assert values["use_kv_cache"] is True and values["enable_dynamic_shape"] is True
+    assert values["get_eos_ids"] == [0]
+    forward = next(m for m in info.methods if m.name == "forward")
+    assert [t.dtype for t in forward.inputs] == ["int64", "int64"]
+    assert forward.delegated_calls.get("XnnpackBackend", 0) >= 1
+    assert "llama::custom_sdpa.out" in forward.operators
+    assert "llama::update_cache.out" in forward.operators
+    assert "quantized_decomposed::embedding_byte.out" in forward.operators
+
+
+def test_run_replays_golden_tokens(chat_bundle: Path, manifest: dict) -> None:
+    from transformers import AutoTokenizer
+
+    golden = next(a for a in manifest["artifacts"] if a["target"] == "ios-xnnpack")["golden"]
+    result = CliRunner().invoke(
+        app, ["run", str(chat_bundle), GOLDEN_USER_MESSAGE, "--target", "ios-xnnpack",
+              "--temperature", "0", "--max-new-tokens", "8"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tokenizer = AutoTokenizer.from_pretrained(str(chat_bundle / "tokenizer"))
+    tokens = []
+    for t in golden["greedy_tokens"]:
+        if t in manifest["model"]["eos_ids"]:
+            break
+        tokens.append(t)
+    expected = tokenizer.decode(tokens)
+    for stop in manifest["generation"]["stop_strings"]:
+        expected = expected.split(stop)[0]
+    assert result.output.rstrip("\n") == expected
+
+
+def test_inspect_json(chat_bundle: Path) -> None:
+    result = CliRunner().invoke(app, ["inspect", str(chat_bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    infos = json.loads(result.output)
+    assert len(infos) == 2
+    assert all(any(m["delegated_calls"] for m in info["methods"]) for info in infos)
+
+
+def test_unchanged_model_is_not_re_exported(chat_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("lowered again although nothing changed")
+
+    monkeypatch.setattr(ExecuTorchBackend, "lower", refuse)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(recipe_text(targets=TWO_TARGETS))
+    code, output = _build(recipe, tmp_path / "dist", "--no-bench")
+    assert code == 0, output
+    assert "reused the cached artifact" in output
+
+
+def test_gate_catches_a_wrong_artifact(chat_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lower a subtly different model than the reference: the build must fail and keep the old bundle."""
+    monkeypatch.setenv("SLMPACK_CACHE", str(tmp_path / "fresh-cache"))
+    real_lower = ExecuTorchBackend.lower
+
+    def lower_wrong_model(self, prepared, *args, **kwargs):  # type: ignore[no-untyped-def]
+        norm = prepared.module.model.model.norm.weight
+        saved = norm.detach().clone()
+        with torch.no_grad():
+            norm.mul_(1.5)
+        try:
+            return real_lower(self, prepared, *args, **kwargs)
+        finally:
+            with torch.no_grad():
+                norm.copy_(saved)
+
+    monkeypatch.setattr(ExecuTorchBackend, "lower", lower_wrong_model)
+    out = chat_bundle.parent
+    before = (chat_bundle / "manifest.json").read_bytes()
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(recipe_text(quantize="fp32"))
+    code, output = _build(recipe, out, "--no-bench")
+    assert code == 1, output
+    assert "lowering_relative_diff" in output and "no bundle written" in output
+    assert "Traceback" not in output
+    assert (chat_bundle / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["tinychat-0.1.0"]
+
+
+def test_unsupported_operator_is_named() -> None:
+    info = PteInfo(Path("m.pte"), 1, [MethodInfo("forward", operators={"mylib::fancy_op.out": 1})])
+    with pytest.raises(
+        UserInputError, match=r"operator 'mylib::fancy_op.out' is not supported by target 'android-xnnpack'"
+    ):
+        _check_runtime_ops(info, catalogue()["android-xnnpack"])
+
+
+def test_embedding_bundle(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        recipe_text(
+            source="builtin:tiny-bert",
+            task="embeddings",
+            quantize="a8w8",
+            name="tinysearch",
+            extra="min_cosine_similarity = 0.9\n",
+        )
+    )
+    code, output = _build(recipe, tmp_path / "dist")
+    assert code == 0, output
+    bundle = tmp_path / "dist" / "tinysearch-0.1.0"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["task"] == "embeddings" and manifest["model"]["pooling"] == "mean"
+    assert manifest["tokenizer"]["kind"] == "wordpiece"
+    artifact = manifest["artifacts"][0]
+    v = artifact["validation"]
+    assert v["status"] == "passed"
+    assert v["lowering_min_cosine"] > 0.99 and v["cosine_similarity"] > 0.9
+    assert [g["name"] for g in v["gates"]] == ["lowering_min_cosine", "cosine_similarity"]
+    golden = artifact["golden"]
+    runner = PteEncoderRunner(bundle / artifact["path"])
+    ids = torch.tensor([golden["input_ids"]])
+    embedding = runner.embed(ids, torch.ones_like(ids))
+    assert torch.allclose(embedding, torch.tensor(golden["embedding"]), atol=1e-5)
+    assert embedding.norm().item() == pytest.approx(1.0, abs=1e-4)
+    assert artifact["benchmark"]["ttft_ms"] > 0
