@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from builder.backends.executorch import PteDecoderRunner, PteEncoderRunner
+from builder.backends.executorch_runners import PteDecoderRunner, PteEncoderRunner
 from builder.errors import UserInputError
 from builder.generate import SamplerSettings, stream
 

