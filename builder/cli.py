@@ -27,8 +27,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Logs and pipes get tables wide enough to read; a terminal keeps its own width.
+_LOG_WIDTH = None if sys.stdout.isatty() else 140
+console = Console(width=_LOG_WIDTH)
+err_console = Console(stderr=True, width=_LOG_WIDTH)
 _state = {"debug": False}
 
 F = TypeVar("F", bound=Callable[..., Any])
