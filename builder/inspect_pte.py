@@ -11,11 +11,17 @@ from rich.console import Console
 from rich.table import Table
 
 from builder.errors import UserInputError
+from builder.quiet import quiet
 from builder.tasks.executorch_ops import load_executorch_llm_ops
 
-# ExecuTorch ScalarType codes (c10 numbering).
+# ExecuTorch ScalarType codes (c10 numbering, executorch/exir/scalar_type.py), spelled as torch dtypes.
 _DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
-           7: "float64", 11: "bool", 15: "bfloat16"}  # fmt: skip
+           7: "float64", 8: "complex32", 9: "complex64", 10: "complex128", 11: "bool", 12: "qint8",
+           13: "quint8", 14: "qint32", 15: "bfloat16", 16: "quint4x2", 17: "quint2x4", 22: "bits16",
+           23: "float8_e5m2", 24: "float8_e4m3fn", 25: "float8_e5m2fnuz", 26: "float8_e4m3fnuz",
+           27: "uint16", 28: "uint32", 29: "uint64"}  # fmt: skip
+
+_FIX = "Fix: pass a .pte file written by ExecuTorch (to_executorch().buffer)"
 
 
 @dataclass
@@ -30,9 +36,9 @@ class MethodInfo:
     name: str
     inputs: list[TensorInfo] = field(default_factory=list)
     outputs: list[TensorInfo] = field(default_factory=list)
-    value: Any = None  # what a metadata method (no inputs) returns
-    delegated_calls: dict[str, int] = field(default_factory=dict)  # backend id -> calls
-    operators: dict[str, int] = field(default_factory=dict)  # non-delegated "ns::op.overload" -> calls
+    value: Any = None  # what a metadata method (no inputs) returns, e.g. 512 or [2]
+    delegated_calls: dict[str, int] = field(default_factory=dict)  # backend id -> delegate calls
+    operators: dict[str, int] = field(default_factory=dict)  # non-delegated "ns::op.overload" -> kernel calls
 
 
 @dataclass
@@ -45,21 +51,91 @@ class PteInfo:
         return {"path": str(self.path), "bytes": self.bytes, "methods": [asdict(m) for m in self.methods]}
 
 
-def _tensors(meta: Any, count: int, getter: str, prefix: str) -> list[TensorInfo]:
+@dataclass
+class _Plan:
+    """What the flatbuffer tells about one method beyond the runtime's MethodMeta."""
+
+    delegates: Counter[str]
+    kernels: Counter[str]
+    input_spec: str  # pytree spec of (args, kwargs), "" for constant methods
+    output_spec: str  # pytree spec of the return value
+
+
+def _dtype(code: Any) -> str:
+    return _DTYPES.get(int(code), f"scalar_type_{int(code)}")
+
+
+def _tensors(meta: Any, count: int, getter: str, names: list[str]) -> list[TensorInfo]:
     out = []
     for i in range(count):
         t = getattr(meta, getter)(i)
-        out.append(TensorInfo(f"{prefix}_{i}", _DTYPES.get(int(t.dtype()), str(t.dtype())), list(t.sizes())))
+        out.append(TensorInfo(names[i], _dtype(t.dtype()), [int(s) for s in t.sizes()]))
     return out
 
 
-def _op_counts(data: bytes) -> dict[str, tuple[Counter[str], Counter[str]]]:
-    """Per method: (delegate calls by backend id, kernel calls by operator), read from the flatbuffer."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-    from executorch.exir.schema import DelegateCall, KernelCall
+def _input_names(spec: str, count: int) -> list[str]:
+    """Keyword inputs keep their keyword; positional ones (the runtime stores no names) become input_<i>."""
+    generic = [f"input_{i}" for i in range(count)]
+    if not spec:
+        return generic
+    try:
+        from torch.utils._pytree import MappingKey, SequenceKey, tree_flatten_with_path, tree_unflatten, treespec_loads
 
-    program = deserialize_pte_binary(data).program
-    counts = {}
+        tree = treespec_loads(spec)
+        if tree.num_leaves != count:
+            return generic
+        names = []
+        for keys, _ in tree_flatten_with_path(tree_unflatten(list(range(count)), tree))[0]:
+            if len(keys) >= 2 and keys[0] == SequenceKey(1) and isinstance(keys[1], MappingKey):
+                names.append(".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in keys[1:]))
+            else:
+                names.append(f"input_{len(names)}")
+        return names if len(set(names)) == count else generic
+    except Exception:  # an unfamiliar spec only costs the names
+        return generic
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and tuples as JSON-friendly lists and scalars."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _constant(outputs: list[Any], spec: str) -> Any:
+    """Rebuild what the exporter stored (2 vs [2]) from the method's output pytree spec."""
+    try:
+        from torch.utils._pytree import tree_unflatten, treespec_loads
+
+        tree = treespec_loads(spec)
+        if tree.num_leaves == len(outputs):
+            return _plain(tree_unflatten(outputs, tree))
+    except Exception:
+        pass
+    return _plain(outputs[0] if len(outputs) == 1 else outputs)
+
+
+def _read_plans(path: Path, data: bytes) -> dict[str, _Plan]:
+    """Per method: delegate calls by backend id and kernel calls by operator, read from the flatbuffer."""
+    # Check the identifier first: the runtime logs a bad one byte for byte and that log can abort the process.
+    if len(data) < 8 or data[4:6] != b"ET" or not data[6:8].isdigit():
+        raise UserInputError(f"{path} is not an ExecuTorch program: it lacks the .pte file identifier. {_FIX}")
+    with quiet():  # importing exir loads torchao, which reports its optional CUDA libraries on stderr
+        from executorch.exir._serialize._program import deserialize_pte_binary
+        from executorch.exir.schema import DelegateCall, KernelCall
+
+    try:
+        program = deserialize_pte_binary(data).program
+    except Exception:
+        raise UserInputError(
+            f"{path} is not a valid ExecuTorch program: it is truncated or corrupt (its flatbuffer cannot be parsed). "
+            + _FIX
+        ) from None
+    plans = {}
     for plan in program.execution_plan:
         delegates: Counter[str] = Counter()
         kernels: Counter[str] = Counter()
@@ -71,61 +147,91 @@ def _op_counts(data: bytes) -> dict[str, tuple[Counter[str], Counter[str]]]:
                 elif isinstance(args, KernelCall):
                     op = plan.operators[args.op_index]
                     kernels[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
-        counts[plan.name] = (delegates, kernels)
-    return counts
+        container = plan.container_meta_type
+        plans[plan.name] = _Plan(delegates, kernels, container.encoded_inp_str, container.encoded_out_str)
+    return plans
 
 
 def describe_pte(path: Path) -> PteInfo:
-    from executorch.runtime import Runtime
-
+    """Methods, their inputs/outputs (max shapes), metadata constants and op counts of a .pte file."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path} not found. Fix: pass the path of a .pte file")
-    load_executorch_llm_ops()
     data = path.read_bytes()
-    try:
-        program = Runtime.get().load_program(data)
-        counts = _op_counts(data)
-    except Exception as exc:
-        raise UserInputError(f"{path} is not a valid ExecuTorch program ({type(exc).__name__}).") from None
+    plans = _read_plans(path, data)
+    with quiet():
+        load_executorch_llm_ops()  # programs using custom SDPA/KV-cache or quantized embedding ops need them
+        from executorch.runtime import Runtime
+
+        try:
+            program = Runtime.get().load_program(data)
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserInputError(f"{path} could not be loaded by the ExecuTorch runtime: {reason}. {_FIX}") from None
     methods = []
     for name in sorted(program.method_names):
         meta = program.metadata(name)
-        info = MethodInfo(name=name, inputs=_tensors(meta, meta.num_inputs(), "input_tensor_meta", "input"))
+        plan = plans.get(name, _Plan(Counter(), Counter(), "", ""))
+        n_in = meta.num_inputs()
+        info = MethodInfo(
+            name=name, inputs=_tensors(meta, n_in, "input_tensor_meta", _input_names(plan.input_spec, n_in))
+        )
         if info.inputs:
-            info.outputs = _tensors(meta, meta.num_outputs(), "output_tensor_meta", "output")
+            n_out = meta.num_outputs()
+            info.outputs = _tensors(meta, n_out, "output_tensor_meta", [f"output_{i}" for i in range(n_out)])
         else:
-            # Metadata methods return plain values (ints, bools, lists), not tensors.
-            value = list(program.load_method(name).execute([]))
-            info.value = value[0] if len(value) == 1 and not name.endswith("_ids") else value
-        delegates, kernels = counts.get(name, (Counter(), Counter()))
-        info.delegated_calls, info.operators = dict(delegates), dict(kernels)
+            # A method without inputs is a constant the exporter stored (get_max_seq_len, get_eos_ids, ...).
+            with quiet():
+                outputs = list(program.load_method(name).execute([]))
+            info.value = _constant(outputs, plan.output_spec)
+        info.delegated_calls, info.operators = dict(plan.delegates), dict(plan.kernels)
         methods.append(info)
     return PteInfo(path=path, bytes=len(data), methods=methods)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB ({n:,} bytes)" if n >= 2**20 else f"{n / 2**10:.1f} KiB ({n:,} bytes)"
+
+
 def render_pte_info(info: PteInfo, console: Console) -> None:
+    """Summary, per compute method an inputs/outputs and an operators table, then the metadata constants."""
     compute = [m for m in info.methods if m.inputs]
     constants = [m for m in info.methods if not m.inputs]
-    console.print(f"[bold]{info.path}[/bold]  {info.bytes / 2**20:.2f} MB, {len(info.methods)} methods")
+
+    summary = Table(title=str(info.path), show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("size", _size(info.bytes))
+    summary.add_row("compute methods", ", ".join(m.name for m in compute) or "-")
+    summary.add_row("metadata methods", str(len(constants)))
     for m in compute:
-        io = Table(title=f"{m.name}: inputs and outputs")
+        delegated, kernels = sum(m.delegated_calls.values()), sum(m.operators.values())
+        summary.add_row(f"{m.name} calls", f"{delegated} delegated, {kernels} not delegated")
+    console.print(summary)
+
+    for m in compute:
+        io = Table(title=f"{m.name}: inputs and outputs", title_justify="left")
         for column in ("", "name", "dtype", "shape (max)"):
             io.add_column(column)
         for kind, tensors in (("in", m.inputs), ("out", m.outputs)):
             for t in tensors:
                 io.add_row(kind, t.name, t.dtype, str(t.shape))
         console.print(io)
-        ops = Table(title=f"{m.name}: operators")
-        for column in ("runs in", "operator / backend", "calls"):
-            ops.add_column(column)
+
+        ops = Table(title=f"{m.name}: operators", title_justify="left")
+        ops.add_column("runs in")
+        ops.add_column("backend / operator")
+        ops.add_column("calls", justify="right")
         for backend, calls in sorted(m.delegated_calls.items()):
             ops.add_row("delegate", backend, str(calls))
         for op, calls in sorted(m.operators.items()):
-            ops.add_row("runtime kernel", op, str(calls))
+            ops.add_row("not delegated", op, str(calls))
+        if not m.delegated_calls and not m.operators:
+            ops.add_row("-", "no calls", "0")
         console.print(ops)
+
     if constants:
-        meta = Table(title="metadata methods")
+        meta = Table(title="metadata methods", title_justify="left")
         meta.add_column("method")
         meta.add_column("value")
         for m in constants:

@@ -37,4 +37,4 @@ def test_inspect_missing_file_is_exit_2(tmp_path) -> None:  # type: ignore[no-un
     garbage.write_bytes(b"not a program")
     result = CliRunner().invoke(app, ["inspect", str(garbage)])
     assert result.exit_code == 2
-    assert "not a valid ExecuTorch program" in result.output
+    assert "not an ExecuTorch program" in result.output

@@ -97,6 +97,13 @@ def _run_worker(kind: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _peak_rss_mb() -> float:
+    # ru_maxrss survives exec on Linux, so a worker would report its parent's peak; VmHWM belongs to
+    # this address space alone.
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -153,6 +160,9 @@ def _encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
     import torch
     from executorch.runtime import Runtime
 
+    from builder.tasks.executorch_ops import load_executorch_llm_ops
+
+    load_executorch_llm_ops()
     start = time.perf_counter()
     method = Runtime.get().load_program(args["pte"]).load_method("forward")
     load_ms = (time.perf_counter() - start) * 1000
