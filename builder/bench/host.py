@@ -63,8 +63,17 @@ def benchmark_decoder(
             "warmup": warmup, "iterations": iterations}  # fmt: skip
     report = _run_worker("decoder", args)
     runs = report["runs"]
+    return _summarize("executorch.TextLLMRunner", report, pte, warmup, iterations,
+                      prompt_tokens=int(statistics.median(r["prompt_tokens"] for r in runs)),
+                      new_tokens=int(statistics.median(r["new_tokens"] for r in runs)))  # fmt: skip
+
+
+def _summarize(
+    runtime: str, report: dict[str, Any], pte: Path, warmup: int, iterations: int, prompt_tokens: int, new_tokens: int
+) -> BenchResult:
+    """Medians over the measured runs, with [min, max] as the spread of each metric."""
     result = BenchResult(
-        runtime="executorch.TextLLMRunner",
+        runtime=runtime,
         runtime_version=report["runtime_version"],
         model_load_ms=report["model_load_ms"],
         ttft_ms=None,
@@ -72,17 +81,18 @@ def benchmark_decoder(
         decode_tok_s=None,
         peak_rss_mb=report["peak_rss_mb"],
         artifact_bytes=pte.stat().st_size,
-        prompt_tokens=int(statistics.median(r["prompt_tokens"] for r in runs)),
-        new_tokens=int(statistics.median(r["new_tokens"] for r in runs)),
+        prompt_tokens=prompt_tokens,
+        new_tokens=new_tokens,
         warmup=warmup,
         iterations=iterations,
         threads=os.cpu_count() or 1,
         device=_device(),
     )
     for key in ("ttft_ms", "prefill_tok_s", "decode_tok_s"):
-        median, spread = _median_and_spread(runs, key)
+        median, spread = _median_and_spread(report["runs"], key)
         setattr(result, key, median)
-        result.spread[key] = spread
+        if spread:
+            result.spread[key] = spread
     return result
 
 
@@ -161,6 +171,7 @@ def _encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
     from executorch.runtime import Runtime
 
     from builder.tasks.executorch_ops import load_executorch_llm_ops
+    from builder.tools import package_version
 
     load_executorch_llm_ops()
     start = time.perf_counter()
@@ -175,34 +186,15 @@ def _encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
         elapsed = (time.perf_counter() - start) * 1000
         if i >= args["warmup"]:
             runs.append({"ttft_ms": elapsed, "prefill_tok_s": ids.shape[1] / elapsed * 1000})
-    return {"runs": runs, "model_load_ms": load_ms, "peak_rss_mb": _peak_rss_mb()}
+    return {"runs": runs, "model_load_ms": load_ms, "peak_rss_mb": _peak_rss_mb(),
+            "runtime_version": package_version("executorch")}  # fmt: skip
 
 
 def benchmark_encoder(pte: Path, input_ids: list[int], warmup: int = 2, iterations: int = 10) -> BenchResult:
     """Latency of one embedding call (reported as TTFT) and its token throughput."""
-    from builder.tools import package_version
-
     args = {"pte": str(pte), "input_ids": input_ids, "warmup": warmup, "iterations": iterations}
     report = _run_worker("encoder", args)
-    ttft, ttft_spread = _median_and_spread(report["runs"], "ttft_ms")
-    prefill, prefill_spread = _median_and_spread(report["runs"], "prefill_tok_s")
-    return BenchResult(
-        runtime="executorch.runtime",
-        runtime_version=package_version("executorch"),
-        model_load_ms=report["model_load_ms"],
-        ttft_ms=ttft,
-        prefill_tok_s=prefill,
-        decode_tok_s=None,
-        peak_rss_mb=report["peak_rss_mb"],
-        artifact_bytes=pte.stat().st_size,
-        prompt_tokens=len(input_ids),
-        new_tokens=0,
-        warmup=warmup,
-        iterations=iterations,
-        threads=os.cpu_count() or 1,
-        device=_device(),
-        spread={"ttft_ms": ttft_spread, "prefill_tok_s": prefill_spread},
-    )
+    return _summarize("executorch.runtime", report, pte, warmup, iterations, len(input_ids), 0)
 
 
 if __name__ == "__main__":
