@@ -113,13 +113,19 @@ class Recipe(_Section):
     targets: list[TargetEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _window_fits_context(self) -> Recipe:
-        decoder = self.model.task == "text-generation"
-        if decoder and self.eval.window_tokens >= self.model.max_context:
-            raise ValueError(
-                f"eval.window_tokens ({self.eval.window_tokens}) must be smaller than "
-                f"model.max_context ({self.model.max_context})"
-            )
+    def _fits_context(self) -> Recipe:
+        if self.model.task != "text-generation":
+            return self
+        context = self.model.max_context
+        if self.eval.window_tokens >= context:
+            raise ValueError(f"eval.window_tokens ({self.eval.window_tokens}) must be smaller than "
+                             f"model.max_context ({context})")  # fmt: skip
+        if self.generation.max_new_tokens >= context:
+            if "max_new_tokens" in self.generation.model_fields_set:
+                raise ValueError(f"generation.max_new_tokens ({self.generation.max_new_tokens}) must be smaller "
+                                 f"than model.max_context ({context}), which also holds the prompt")  # fmt: skip
+            # The default only: a short context gets a proportionally short reply.
+            self.generation.max_new_tokens = context // 2
         return self
 
 

@@ -51,6 +51,10 @@ BAD_RECIPES = {
     "missing section": (recipe_text().replace("[package]", "[pkg]"), ["missing key 'package'"]),
     "no targets": (recipe_text(targets=""), ["targets"]),
     "window too long": (recipe_text(max_context=64), ["eval.window_tokens", "max_context"]),
+    "reply too long": (
+        recipe_text(extra="[generation]\nmax_new_tokens = 128\n"),
+        ["generation.max_new_tokens (128)", "model.max_context (128)"],
+    ),
     "bad toml": ("[package\nname=", ["not valid TOML"]),
 }
 
@@ -66,6 +70,12 @@ def test_bad_recipe_names_file_key_and_fix(case: str, write_recipe: RecipeWriter
     assert "Fix" in message or "TOML" in message
     for needle in needles:
         assert needle in message
+
+
+def test_default_reply_length_fits_a_short_context(write_recipe: RecipeWriter) -> None:
+    assert load_recipe(write_recipe()).recipe.generation.max_new_tokens == 64  # half of max_context 128
+    long_context = recipe_text(source="builtin:tiny-llama").replace("max_context = 128", "max_context = 1024")
+    assert load_recipe(write_recipe(long_context)).recipe.generation.max_new_tokens == 256
 
 
 def test_cli_exit_code_2_without_traceback(write_recipe: RecipeWriter) -> None:
