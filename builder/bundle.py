@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 import tempfile
@@ -14,12 +13,15 @@ from typing import Any
 
 from builder.backends.base import Artifact
 from builder.bench.host import BenchResult
+from builder.chat_template import ChatFormat, sample_renders
+from builder.checksums import sha256_of, size_of
 from builder.models.base import Model
 from builder.recipe import Recipe
 from builder.render import render
+from builder.render.android import render_android
 from builder.targets import Target
 from builder.tools import tool_versions
-from builder.validate import ValidationResult
+from builder.validate import ValidationResult, tokenizer_golden
 
 SCHEMA = "slmpack.manifest/1"
 
@@ -30,23 +32,6 @@ class BuiltArtifact:
     artifact: Artifact
     result: ValidationResult
     benchmark: BenchResult | None
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of a folder artifact as its files in sorted order, each `path\\0bytes` (§11)."""
-    digest = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()
-
-
-def _size_of(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _tokenizer_kind(model: Model) -> str:
@@ -71,14 +56,22 @@ def _memory_estimate(model: Model, recipe: Recipe, bytes_: int, bench: BenchResu
     }
 
 
-def manifest(recipe: Recipe, model: Model, original_parameters: int, built: list[BuiltArtifact]) -> dict[str, Any]:
+def _chat(model: Model, chat: ChatFormat | None) -> dict[str, Any] | None:
+    if chat is None:
+        return None
+    return {**chat.to_json(), "samples": sample_renders(model.tokenizer, chat)}
+
+
+def manifest(
+    recipe: Recipe, model: Model, original_parameters: int, built: list[BuiltArtifact], chat: ChatFormat | None
+) -> dict[str, Any]:
     spec = model.spec
     pkg = recipe.package
     stop_strings = recipe.generation.stop_strings
     artifacts = []
     for b in built:
         rel = Path("artifacts") / b.target.name / b.artifact.path.name
-        size = _size_of(b.artifact.path)
+        size = size_of(b.artifact.path)
         artifacts.append(
             {
                 "target": b.target.name,
@@ -128,6 +121,7 @@ def manifest(recipe: Recipe, model: Model, original_parameters: int, built: list
             "eos_ids": list(spec.eos_ids),
             "pad_id": spec.pad_id,
             "chat_template": spec.chat_template,
+            "chat": _chat(model, chat),
             "pooling": spec.pooling,
             "normalize": spec.normalize,
             "source_quantization": model.source_quantization,
@@ -144,6 +138,7 @@ def manifest(recipe: Recipe, model: Model, original_parameters: int, built: list
         "tokenizer": {
             "kind": _tokenizer_kind(model),
             "files": [f"tokenizer/{p.name}" for p in model.tokenizer_files],
+            "golden": tokenizer_golden(model, min(recipe.model.max_context, spec.max_position_embeddings)),
         },
         "eval": {"text": recipe.eval.text},
         "tool_versions": tool_versions(),
@@ -205,4 +200,5 @@ def write_bundle(final: Path, data: dict[str, Any], model: Model, built: list[Bu
         _write_licenses(staging / "LICENSES", model)
         (staging / "manifest.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(render("bundle/README.md.j2", data), encoding="utf-8")
+        render_android(data, staging)
     return final

@@ -105,6 +105,24 @@ def build(
 
 @app.command()
 @_friendly
+def render(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by slmpack build.")],
+    templates: Annotated[
+        Path | None, typer.Option("--templates", help="A templates folder to use instead of slmpack's own.")
+    ] = None,
+) -> None:
+    """Re-render a bundle's platform packages from its manifest.json, without re-exporting the model.
+
+    Example: slmpack render dist/smolchat-0.1.0
+    """
+    from builder.packages import rerender
+
+    for module in rerender(bundle, templates):
+        console.print(f"[green]rendered[/green] {bundle / 'android' / module['module']}")
+
+
+@app.command()
+@_friendly
 def targets() -> None:
     """List the targets and the quantization schemes each supports.
 

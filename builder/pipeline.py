@@ -13,6 +13,7 @@ from builder.backends.base import LoweringOptions
 from builder.bench.host import BenchResult, benchmark_decoder, benchmark_encoder
 from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
+from builder.chat_template import ChatFormat, reduce_chat_template
 from builder.compress.quantization import embeddings_quantized
 from builder.errors import GateFailedError
 from builder.models import load_model
@@ -45,8 +46,9 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
             progress.note(f"source weights were already quantized ({model.source_quantization}); "
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
         original_parameters = model.parameters
+        chat = chat_format(model)
         built = [_build_target(model, text, loaded, resolved, settings, progress) for resolved in loaded.targets]
-        data = manifest(recipe, model, original_parameters, built)
+        data = manifest(recipe, model, original_parameters, built, chat)
         _print_summary(console, model, built)
         failed = [b for b in built if b.result.validation.status == "failed"]
         if failed:
@@ -56,6 +58,13 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
         with progress.stage(f"Writing bundle {final}"):
             write_bundle(final, data, model, built)
     return final
+
+
+def chat_format(model: Model) -> ChatFormat | None:
+    """The chat template as the phone wrappers will apply it; checked before any slow work (§11)."""
+    if model.spec.task != "text-generation" or not model.spec.chat_template:
+        return None
+    return reduce_chat_template(model.tokenizer, model.source)
 
 
 def _build_target(

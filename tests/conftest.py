@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 # Tests never touch a hub; the cache lives in the session's temp folder unless the caller set one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,3 +72,36 @@ def write_recipe(tmp_path: Path) -> RecipeWriter:
         return path
 
     return write
+
+
+def build_cli(recipe: Path, out: Path, *extra: str) -> tuple[int, str]:
+    from builder.cli import app
+
+    result = CliRunner().invoke(app, ["build", str(recipe), "--out", str(out), *extra])
+    return result.exit_code, result.output
+
+
+TWO_TARGETS = '[[targets]]\nname = "android-xnnpack"\n\n[[targets]]\nname = "ios-xnnpack"\nquantize = "fp32"\n'
+
+
+@pytest.fixture(scope="session")
+def chat_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny chat model built for Android (a8w4) and iOS (fp32): shared by the tests that read a bundle."""
+    root = tmp_path_factory.mktemp("chat")
+    recipe = root / "recipe.toml"
+    recipe.write_text(recipe_text(targets=TWO_TARGETS))
+    code, output = build_cli(recipe, root / "dist")
+    assert code == 0, output
+    return root / "dist" / "tinychat-0.1.0"
+
+
+@pytest.fixture(scope="session")
+def embedding_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedding model built for Android (a8w8) with a cosine gate."""
+    root = tmp_path_factory.mktemp("embed")
+    recipe = root / "recipe.toml"
+    recipe.write_text(recipe_text(source="builtin:tiny-bert", task="embeddings", quantize="a8w8", name="tinysearch",
+                                  extra="min_cosine_similarity = 0.9\n"))  # fmt: skip
+    code, output = build_cli(recipe, root / "dist")
+    assert code == 0, output
+    return root / "dist" / "tinysearch-0.1.0"

@@ -17,24 +17,8 @@ from builder.errors import UserInputError
 from builder.inspect_pte import MethodInfo, PteInfo, describe_pte
 from builder.targets import catalogue
 from builder.validate import GOLDEN_USER_MESSAGE
-from tests.conftest import recipe_text
-
-TWO_TARGETS = '[[targets]]\nname = "android-xnnpack"\n\n[[targets]]\nname = "ios-xnnpack"\nquantize = "fp32"\n'
-
-
-def _build(recipe: Path, out: Path, *extra: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["build", str(recipe), "--out", str(out), *extra])
-    return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module")
-def chat_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("chat")
-    recipe = root / "recipe.toml"
-    recipe.write_text(recipe_text(targets=TWO_TARGETS))
-    code, output = _build(recipe, root / "dist")
-    assert code == 0, output
-    return root / "dist" / "tinychat-0.1.0"
+from tests.conftest import TWO_TARGETS, recipe_text
+from tests.conftest import build_cli as _build
 
 
 @pytest.fixture(scope="module")
@@ -189,20 +173,8 @@ def test_unsupported_operator_is_named() -> None:
         _check_runtime_ops(info, catalogue()["android-xnnpack"])
 
 
-def test_embedding_bundle(tmp_path: Path) -> None:
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        recipe_text(
-            source="builtin:tiny-bert",
-            task="embeddings",
-            quantize="a8w8",
-            name="tinysearch",
-            extra="min_cosine_similarity = 0.9\n",
-        )
-    )
-    code, output = _build(recipe, tmp_path / "dist")
-    assert code == 0, output
-    bundle = tmp_path / "dist" / "tinysearch-0.1.0"
+def test_embedding_bundle(embedding_bundle: Path) -> None:
+    bundle = embedding_bundle
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["task"] == "embeddings" and manifest["model"]["pooling"] == "mean"
     assert manifest["tokenizer"]["kind"] == "wordpiece"

@@ -1,14 +1,23 @@
-"""The Jinja2 environment every generated file is rendered with."""
+"""The Jinja2 environment every generated file is rendered with, and the tree renderer.
+
+Template folders mirror the folders they produce (copier style). In a path, `__package__` becomes the
+Kotlin/Swift package path and `__Class__` the typed class name. A file ending in `.j2` is rendered; one
+ending in `.decoder.j2` or `.encoder.j2` is rendered only for that kind of model; anything else is
+copied as it is.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from builder.paths import templates_dir
+from builder.render.escape import kotlin_string, shell_quote, xml_text
 
 
 def _human_bytes(n: int) -> str:
@@ -25,16 +34,71 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 @functools.cache
-def environment() -> jinja2.Environment:
+def environment(root: Path | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        loader=jinja2.FileSystemLoader(str(root or templates_dir())),
         undefined=jinja2.StrictUndefined,  # a template asking for a missing field is a bug, not a blank
         keep_trailing_newline=True,
+        trim_blocks=True,  # a line holding only a {% tag %} leaves no blank line behind
+        lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters.update(human_bytes=_human_bytes, num=_num, tojson_pretty=lambda v: json.dumps(v, indent=2))
+    env.filters.update(
+        human_bytes=_human_bytes,
+        num=_num,
+        tojson_pretty=lambda v: json.dumps(v, indent=2, ensure_ascii=False),
+        kt=kotlin_string,
+        sh=shell_quote,
+        xml=xml_text,
+    )
     return env
 
 
-def render(template: str, context: dict[str, Any]) -> str:
-    return environment().get_template(template).render(**context)
+def render(template: str, context: dict[str, Any], root: Path | None = None) -> str:
+    return environment(root).get_template(template).render(**context)
+
+
+_KIND_SUFFIXES = {"decoder": ".decoder.j2", "encoder": ".encoder.j2"}
+
+
+def _output_name(name: str, kind: str) -> str | None:
+    """The file name a template produces for this kind of model, or None when it is for the other kind."""
+    for other, suffix in _KIND_SUFFIXES.items():
+        if name.endswith(suffix):
+            return name.removesuffix(suffix) if other == kind else None
+    return name.removesuffix(".j2")
+
+
+def render_tree(
+    source: Path,
+    dest: Path,
+    context: dict[str, Any],
+    kind: str,
+    names: dict[str, str],
+    root: Path | None = None,
+    skip: str | None = None,
+) -> list[Path]:
+    """Render every template under `source` into `dest`; `names` maps path placeholders to values and
+    `skip` names a top-level folder rendered separately."""
+    root = root or templates_dir()
+    written = []
+    for template in sorted(p for p in source.rglob("*") if p.is_file()):
+        relative = template.relative_to(source)
+        if skip and relative.parts[0] == skip:
+            continue
+        name = _output_name(relative.name, kind)
+        if name is None:
+            continue
+        parts = [*relative.parent.parts, name]
+        for placeholder, value in names.items():
+            parts = [part.replace(placeholder, value) for part in parts]
+        out = dest.joinpath(*parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if template.name.endswith(".j2"):
+            out.write_text(render(template.relative_to(root).as_posix(), context, root), encoding="utf-8")
+        else:
+            shutil.copyfile(template, out)
+        if out.suffix == ".sh":
+            out.chmod(0o755)
+        written.append(out)
+    return written

@@ -21,6 +21,23 @@ GOLDEN_USER_MESSAGE = "Write one sentence about the sea."
 ENCODER_SENTENCES = 32
 
 
+# Texts whose token ids the platform tokenizers must reproduce exactly: accents, CJK, emoji, control
+# and odd whitespace, punctuation runs, a word longer than WordPiece's limit, and a text to truncate.
+TOKENIZER_SAMPLES = (
+    "Hello, world!",
+    "The quick brown fox jumps over the lazy dog.",
+    "Café déjà vu: naïve façade, Ångström, İstanbul.",
+    "Mixed CASE, digits 12345 and symbols: @#$%^&*()[]{}<>?/\\|~`",
+    "  leading and trailing   spaces\tand\ttabs\nand newlines  ",
+    "中文字符和日本語のテキスト, 한국어",
+    "Emoji 🙂👍🏽 and math ∑∫√∞ «quotes» “curly” ‘single’ — dashes…",
+    "zero\u200bwidth, no\u00a0break, soft\u00adhyphen, control\u0007bell",
+    "unbelievably-long-hyphenated-compound-words antidisestablishmentarianism",
+    "x" * 120,
+    " ".join(["To be, or not to be, that is the question."] * 60),
+)
+
+
 @dataclass
 class ValidationResult:
     validation: Validation
@@ -38,6 +55,20 @@ def golden_prompt(model: Model) -> torch.Tensor:
         text = GOLDEN_USER_MESSAGE
     ids = tok(text, add_special_tokens=False)["input_ids"]
     return torch.tensor([ids], dtype=torch.long)
+
+
+def tokenizer_golden(model: Model, max_length: int) -> list[dict[str, Any]]:
+    """Ids the host tokenizer gives each sample: with special tokens and truncation for encoders (as
+    the embedding wrappers tokenize), plain for decoders (whose chat template carries the specials)."""
+    tok = model.tokenizer
+    samples = []
+    for text in TOKENIZER_SAMPLES:
+        if model.spec.task == "embeddings":
+            ids = tok(text, truncation=True, max_length=max_length)["input_ids"]
+        else:
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        samples.append({"text": text, "ids": list(ids)})
+    return samples
 
 
 def validate_decoder(

@@ -1,0 +1,203 @@
+"""Render the Android Gradle project of a bundle from its manifest: one library module per Android target.
+
+Everything the templates see comes from manifest.json (plus the files it points at), so a wrapper change
+re-renders without a re-export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from builder.checksums import sha256_of
+from builder.errors import UserInputError
+from builder.paths import templates_dir
+from builder.render import render_tree
+
+# Build tooling the generated Gradle files pin. The runtime library and its version come from the target.
+ANDROID_BUILD = {
+    "agp": "8.7.3",
+    "kotlin": "2.1.21",
+    "compile_sdk": 35,
+    "jvm_target": "17",
+    "coroutines": "1.10.2",
+    "junit": "4.13.2",
+    "androidx_test_junit": "1.2.1",
+    "androidx_test_runner": "1.6.2",
+}
+MODULE_TEMPLATE = "__module__"
+_PACKAGE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+# Names the generated sources define or import: a typed class of the same name would not compile.
+RESERVED_CLASS_NAMES = frozenset(
+    {
+        "ModelConfig", "ModelFiles", "AssetFile", "LoadProgress", "ChatTemplate", "ChatMessage", "Role",
+        "StopStringFilter", "GenerationOptions", "GenerationException", "WordPieceTokenizer", "MainActivity",
+        "String", "Any", "Unit", "Int", "Long", "Float", "Boolean", "Array", "List", "Map", "Flow", "Context",
+        "File", "Module", "Tensor", "EValue", "LlmModule", "LlmCallback", "LlmGenerationConfig", "Closeable",
+        "Exception", "Result", "Test", "Assert", "Dispatchers", "Bundle", "Activity",
+    }
+)  # fmt: skip
+
+
+def _check_manifest(data: dict[str, Any]) -> None:
+    """The manifest may come from anywhere: what would break the generated code is re-checked here."""
+    package = data["package"]
+    namespace, class_name = package["android_namespace"], package["class_name"]
+    if not _PACKAGE.match(namespace):
+        raise UserInputError(f"manifest package.android_namespace {namespace!r} is not a Java package name")
+    if not _TYPE_NAME.match(class_name) or class_name in RESERVED_CLASS_NAMES:
+        raise UserInputError(
+            f"manifest package.class_name {class_name!r} cannot be a Kotlin class name here "
+            "(it must be a capitalised identifier and not one the generated code uses). "
+            "Fix: set package.class_name in the recipe"
+        )
+    generation, context = data["generation"], data["model"]["max_context"]
+    if data["model"]["task"] == "text-generation" and not 0 < generation["max_new_tokens"] < context:
+        raise UserInputError(
+            f"manifest generation.max_new_tokens {generation['max_new_tokens']} must be within 1 and "
+            f"model.max_context {context}. Fix: lower generation.max_new_tokens in the recipe"
+        )
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """Model files are large: a hard link costs no space where the file system allows one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def wordpiece_settings(tokenizer_json: Path) -> dict[str, Any]:
+    """What the Kotlin WordPiece tokenizer needs; refuses tokenizers it would not reproduce exactly."""
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    model, normalizer = data.get("model", {}), data.get("normalizer") or {}
+    pre = (data.get("pre_tokenizer") or {}).get("type")
+    if model.get("type") != "WordPiece" or normalizer.get("type") != "BertNormalizer" or pre != "BertPreTokenizer":
+        raise UserInputError(
+            f"{tokenizer_json}: the Android wrapper's tokenizer reproduces BERT WordPiece tokenizers only "
+            f"(found model {model.get('type')}, normalizer {normalizer.get('type')}, pre-tokenizer {pre}). "
+            "Fix: use a BERT-family encoder tokenizer"
+        )
+    vocab = model["vocab"]
+    missing = [token for token in ("[CLS]", "[SEP]", model.get("unk_token", "[UNK]")) if token not in vocab]
+    if missing:
+        raise UserInputError(
+            f"{tokenizer_json}: the WordPiece vocabulary has no {missing[0]} token, which BERT-style encoders "
+            "frame every text with. Fix: use a BERT-family encoder tokenizer"
+        )
+    lowercase = bool(normalizer.get("lowercase", True))
+    strip_accents = normalizer.get("strip_accents")
+    return {
+        "lowercase": lowercase,
+        "strip_accents": lowercase if strip_accents is None else bool(strip_accents),
+        "clean_text": bool(normalizer.get("clean_text", True)),
+        "handle_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
+        "unk_token": model.get("unk_token", "[UNK]"),
+        "prefix": model.get("continuing_subword_prefix", "##"),
+        "max_input_chars_per_word": int(model.get("max_input_chars_per_word", 100)),
+        "cls_id": vocab["[CLS]"],
+        "sep_id": vocab["[SEP]"],
+        "vocab": [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])],
+    }
+
+
+def module_name(data: dict[str, Any], artifact: dict[str, Any]) -> str:
+    return f"{data['package']['name']}-{artifact['target']}"
+
+
+def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path, module: Path) -> dict[str, Any]:
+    package = data["package"]
+    decoder = data["model"]["task"] == "text-generation"
+    asset_dir = package["name"]
+    assets_root = module / "src" / "main" / "assets" / asset_dir
+    model_file = bundle / artifact["path"]
+    if not model_file.is_file() or sha256_of(model_file) != artifact["sha256"]:
+        raise UserInputError(
+            f"{model_file} does not match its sha256 in {bundle / 'manifest.json'}. Fix: rebuild the bundle"
+        )
+    model_asset = "model" + model_file.suffix
+    _link_or_copy(model_file, assets_root / model_asset)
+    assets = [{"name": model_asset, "sha256": artifact["sha256"], "bytes": artifact["bytes"]}]
+    wordpiece = None
+    if decoder:
+        tokenizer_file = bundle / "tokenizer" / "tokenizer.json"
+        _link_or_copy(tokenizer_file, assets_root / "tokenizer.json")
+        tokenizer_asset = "tokenizer.json"
+    else:
+        wordpiece = wordpiece_settings(bundle / "tokenizer" / "tokenizer.json")
+        (assets_root / "vocab.txt").write_text("".join(f"{t}\n" for t in wordpiece["vocab"]), encoding="utf-8")
+        tokenizer_asset = "vocab.txt"
+    tokenizer_path = assets_root / tokenizer_asset
+    assets.append(
+        {"name": tokenizer_asset, "sha256": sha256_of(tokenizer_path), "bytes": tokenizer_path.stat().st_size}
+    )
+    runtime_group, runtime_artifact = artifact["runtime_library"].split(":", 1)
+    return {
+        **data,
+        "artifact": artifact,
+        "build": ANDROID_BUILD,
+        "android": {
+            "module": module.name,
+            "namespace": package["android_namespace"],
+            "package_path": package["android_namespace"].replace(".", "/"),
+            "class_name": package["class_name"],
+            "asset_dir": asset_dir,
+            "assets": assets,
+            "model_asset": model_asset,
+            "tokenizer_asset": tokenizer_asset,
+            "decoder": decoder,
+            "min_sdk": int(artifact["min_os"]),
+            "abis": artifact["abis"],
+            "runtime": f"{runtime_group}:{runtime_artifact}:{artifact['runtime_version']}",
+            "wordpiece": wordpiece,
+        },
+    }
+
+
+def _config_json(context: dict[str, Any]) -> str:
+    """The runtime config shipped beside the model: what the typed class bakes in, for other tools."""
+    data, android = context, context["android"]
+    config = {
+        "schema": "slmpack.android-config/1",
+        "class_name": android["class_name"],
+        "task": data["model"]["task"],
+        "max_context": data["model"]["max_context"],
+        "eos_ids": data["model"]["eos_ids"],
+        "chat": data["model"].get("chat"),
+        "generation": data["generation"],
+        "assets": android["assets"],
+        "runtime": android["runtime"],
+    }
+    return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_android(
+    data: dict[str, Any], bundle: Path, out: Path | None = None, templates: Path | None = None
+) -> list[dict[str, Any]]:
+    """Write `bundle/android/` (or `out`): a Gradle project with one library module per Android artifact."""
+    entries = [a for a in data["artifacts"] if a["platform"] == "android"]
+    if not entries:
+        return []
+    _check_manifest(data)
+    root = templates or templates_dir()
+    source = root / "android"
+    out = out or bundle / "android"
+    kind = "decoder" if data["model"]["task"] == "text-generation" else "encoder"
+    modules = []
+    for artifact in entries:
+        module = out / module_name(data, artifact)
+        context = _module_context(data, artifact, bundle, module)
+        names = {"__package__": context["android"]["package_path"], "__Class__": context["android"]["class_name"]}
+        render_tree(source / MODULE_TEMPLATE, module, context, kind, names, root)
+        config = module / "src" / "main" / "assets" / context["android"]["asset_dir"] / "slmpack-config.json"
+        config.write_text(_config_json(context), encoding="utf-8")
+        modules.append(context["android"])
+    project = {**data, "modules": modules, "build": ANDROID_BUILD}
+    render_tree(source, out, project, kind, {}, root, skip=MODULE_TEMPLATE)
+    return modules

@@ -1,0 +1,311 @@
+"""The Android Gradle module a bundle carries: rendered from the manifest, compiled, linted, unit-tested.
+
+The Android SDK cannot run here, so everything that can be proved is (DESIGN §9): the generated Kotlin
+compiles with a real Kotlin compiler against android.jar and signature-only stubs of ExecuTorch's
+Android API at the pinned version, ktlint passes, the manifests link with aapt2, and the generated JVM
+unit tests run against golden data from the host tokenizer and chat template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from builder.errors import UserInputError
+from builder.packages import rerender
+from builder.paths import templates_dir
+from builder.render.escape import kotlin_string
+from tests.android.toolchain import Toolchain, find_toolchain, missing_reason
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SNAPSHOTS = FIXTURES / "snapshots"
+NAMESPACE = "com.example.tinychat"
+HOSTILE = [
+    'quote " and """ triple',
+    "dollar ${System.exit(1)} and $name",
+    "back\\slash \\u0041 and \\n literal",
+    "new\nline\r\ttab",
+    "comment */ closer /* opener // line",
+    "unicode é ü 中文 🙂 \u202e rtl \u0000 nul",
+]
+
+
+@pytest.fixture(scope="module")
+def toolchain() -> Toolchain:
+    found = find_toolchain()
+    if found is None:
+        pytest.skip(missing_reason())
+    return found
+
+
+def fixture_bundle(kind: str, folder: Path, mutate: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """A copy of a recorded bundle (manifest + tokenizer) with a stand-in model file."""
+    bundle = folder / f"bundle-{kind}"
+    shutil.copytree(FIXTURES / f"bundle-{kind}", bundle)
+    manifest = bundle / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    if mutate:
+        mutate(data)
+        manifest.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    payload = f"slmpack snapshot {kind} model\n".encode()
+    for artifact in data["artifacts"]:
+        assert artifact["sha256"] == hashlib.sha256(payload).hexdigest()
+        (bundle / artifact["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / artifact["path"]).write_bytes(payload)
+    return bundle
+
+
+def module_of(bundle: Path) -> Path:
+    (module,) = [p for p in (bundle / "android").iterdir() if p.is_dir()]
+    return module
+
+
+def _rendered_text(android: Path) -> dict[str, str]:
+    files = {}
+    for path in sorted(p for p in android.rglob("*") if p.is_file()):
+        relative = path.relative_to(android).as_posix()
+        if "/assets/" in relative and not relative.endswith("slmpack-config.json"):
+            continue  # copies of the model and tokenizer, checked by checksum below
+        files[relative] = path.read_text(encoding="utf-8")
+    return files
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_rendered_module_matches_snapshot(kind: str, tmp_path: Path) -> None:
+    bundle = fixture_bundle(kind, tmp_path)
+    rerender(bundle)
+    rendered = _rendered_text(bundle / "android")
+    snapshot = SNAPSHOTS / f"android-{kind}"
+    if os.environ.get("SLMPACK_UPDATE_SNAPSHOTS"):
+        shutil.rmtree(snapshot, ignore_errors=True)
+        for name, text in rendered.items():
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            (snapshot / name).write_text(text, encoding="utf-8")
+    expected = _rendered_text(snapshot)
+    assert sorted(rendered) == sorted(expected), "files differ; if intended, rerun with SLMPACK_UPDATE_SNAPSHOTS=1"
+    for name, text in rendered.items():
+        assert text == expected[name], f"{name} differs from its snapshot; if intended, SLMPACK_UPDATE_SNAPSHOTS=1"
+
+
+def test_assets_are_the_bundles_files_with_their_checksums(tmp_path: Path) -> None:
+    bundle = fixture_bundle("decoder", tmp_path)
+    rerender(bundle)
+    config = json.loads((module_of(bundle) / "src/main/assets/tinychat/slmpack-config.json").read_text())
+    for asset in config["assets"]:
+        data = (module_of(bundle) / "src/main/assets/tinychat" / asset["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == asset["sha256"] and len(data) == asset["bytes"]
+    assert config["chat"]["generation_prompt"] == "<|im_start|>assistant\n"
+
+
+def test_render_refuses_a_bundle_that_does_not_match_its_manifest(tmp_path: Path) -> None:
+    bundle = fixture_bundle("decoder", tmp_path)
+    rerender(bundle)
+    before = _rendered_text(bundle / "android")
+    (bundle / "artifacts/android-xnnpack/model.pte").write_bytes(b"tampered")
+    with pytest.raises(UserInputError, match="does not match its sha256"):
+        rerender(bundle)
+    assert _rendered_text(bundle / "android") == before  # the earlier rendering survives
+
+
+@pytest.mark.parametrize("name", ["ModelConfig", "String", "lowercase", "Bad-Name"])
+def test_class_names_that_would_break_the_code_are_refused(name: str, tmp_path: Path) -> None:
+    def rename(data: dict[str, Any]) -> None:
+        data["package"]["class_name"] = name
+
+    with pytest.raises(UserInputError, match="class_name"):
+        rerender(fixture_bundle("decoder", tmp_path, rename))
+
+
+def test_kotlin_string_escaping() -> None:
+    assert kotlin_string('a"b$c\\d\n') == '"a\\"b\\$c\\\\d\\n"'
+    assert kotlin_string("é🙂") == '"\\u00e9\\ud83d\\ude42"'
+
+
+# --- compile, lint and unit-test checks (need the toolchain from scripts/install-android-toolchain.sh) ---------------
+
+
+def check_module(toolchain: Toolchain, module: Path, classes: Path, extra: list[Path] = ()) -> list[str]:
+    """Compile every source set, lint, link the manifests and run the JVM unit tests; returns test names."""
+    sources = [module / "src/main", module / "src/test", module / "src/androidTest", module / "sample/src/main", *extra]
+    compiled = toolchain.compile_kotlin(sources, classes)
+    assert compiled.ok, compiled.output
+    lint = toolchain.ktlint(module.parent)
+    assert lint.ok, lint.output
+    for manifest, package in ((module / "src/main/AndroidManifest.xml", NAMESPACE),
+                              (module / "sample/src/main/AndroidManifest.xml", NAMESPACE + ".sample")):  # fmt: skip
+        linked = toolchain.aapt2_link_manifest(manifest, package)
+        assert linked.ok, linked.output
+    tests = sorted(f"{NAMESPACE}.{p.stem}" for p in (module / "src/test").rglob("*Test.kt"))
+    result = toolchain.run_junit(classes, tests, cwd=module)
+    assert result.ok and "OK (" in result.output, result.output
+    return tests
+
+
+def test_built_decoder_module_compiles_lints_and_passes_its_unit_tests(
+    toolchain: Toolchain, chat_bundle: Path, tmp_path: Path
+) -> None:
+    module = chat_bundle / "android" / "tinychat-android-xnnpack"
+    tests = check_module(toolchain, module, tmp_path / "classes")
+    assert {f"{NAMESPACE}.{n}" for n in ("ChatTemplateTest", "StopStringFilterTest", "GenerationOptionsTest")} <= set(
+        tests
+    )
+    assert not (chat_bundle / "android" / "tinychat-ios-xnnpack").exists()  # iOS targets get no Android module
+
+
+def test_built_encoder_module_tokenizes_like_the_host(
+    toolchain: Toolchain, embedding_bundle: Path, tmp_path: Path
+) -> None:
+    module = embedding_bundle / "android" / "tinysearch-android-xnnpack"
+    tests = check_module(toolchain, module, tmp_path / "classes")
+    assert f"{NAMESPACE}.WordPieceTokenizerTest" in tests
+
+
+def test_a_wrong_runtime_call_in_a_template_fails_the_compile_check(toolchain: Toolchain, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(templates_dir(), templates)
+    typed_class = templates / "android/__module__/src/main/kotlin/__package__/__Class__.kt.decoder.j2"
+    text = typed_class.read_text()
+    assert "module.generate(prompt, config, callback)" in text
+    typed_class.write_text(text.replace("module.generate(prompt, config, callback)", "module.generateText(prompt)"))
+    bundle = fixture_bundle("decoder", tmp_path)
+    rerender(bundle, templates)
+    compiled = toolchain.compile_kotlin([module_of(bundle) / "src/main"], tmp_path / "classes")
+    assert not compiled.ok
+    assert any("generateText" in line for line in compiled.errors), compiled.output
+
+
+PRINTER = """\
+package com.example.tinychat
+
+fun hex(value: String) = value.encodeToByteArray().joinToString("") { "%02x".format(it) }
+
+fun main() {
+    println("source=" + hex(ModelConfig.SOURCE))
+    ModelConfig.STOP_STRINGS.forEach { println("stop=" + hex(it)) }
+    val chat = ModelConfig.CHAT_TEMPLATE!!
+    println("preamble=" + hex(chat.preamble))
+    println("user_prefix=" + hex(chat.prefixes.getValue(Role.USER)))
+}
+"""
+
+
+def test_hostile_strings_cannot_inject_kotlin(toolchain: Toolchain, tmp_path: Path) -> None:
+    hostile = "|".join(HOSTILE)
+
+    def poison(data: dict[str, Any]) -> None:
+        data["model"]["source"] = "hf:" + hostile
+        data["generation"]["stop_strings"] = [*HOSTILE, "<|im_end|>"]
+        chat = data["model"]["chat"]
+        chat["preamble"] = hostile
+        chat["prefixes"]["user"] = "<user " + hostile + ">"
+        for sample in chat["samples"]:  # keep the golden renders consistent with the poisoned template
+            sample["messages"] = [{**m, "content": m["content"] + hostile} for m in sample["messages"]]
+            sample["text"] = _render(chat, sample["messages"], sample["add_generation_prompt"])
+
+    bundle = fixture_bundle("decoder", tmp_path, poison)
+    rerender(bundle)
+    module = module_of(bundle)
+    printer = tmp_path / "printer" / "Printer.kt"
+    printer.parent.mkdir()
+    printer.write_text(PRINTER)
+    classes = tmp_path / "classes"
+    check_module(toolchain, module, classes, extra=[printer.parent])
+    printed = subprocess.run(
+        ["java", "-cp", os.pathsep.join(map(str, [classes, toolchain.kotlin_stdlib])), f"{NAMESPACE}.PrinterKt"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    expected = [f"source={('hf:' + hostile).encode().hex()}"]
+    expected += [f"stop={s.encode().hex()}" for s in [*HOSTILE, "<|im_end|>"]]
+    expected += [f"preamble={hostile.encode().hex()}", f"user_prefix={('<user ' + hostile + '>').encode().hex()}"]
+    assert printed == expected
+
+
+def _render(chat: dict[str, Any], messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    from builder.chat_template import ChatFormat
+
+    fmt = ChatFormat(**{k: v for k, v in chat.items() if k != "samples"})
+    return fmt.render([(m["role"], m["content"]) for m in messages], add_generation_prompt)
+
+
+# --- scripts and device-farm specs ----------------------------------------------------------------------------------
+
+
+FAKE_ADB = """#!/usr/bin/env bash
+case "$*" in
+  devices) printf 'List of devices attached\\nemulator-5554\\tdevice\\n' ;;
+  *"getprop sys.boot_completed"*) echo 1 ;;
+  *"getprop ro.product.model"*) echo 'Pixel "7"' ;;
+  *"getprop ro.build.version.sdk"*) echo 34 ;;
+  *"run-as"*) cat "$FAKE_BENCHMARK" ;;
+  *) echo "unexpected adb call: $*" >&2; exit 1 ;;
+esac
+"""
+FAKE_GRADLE = """#!/usr/bin/env bash
+echo "$PWD $*" > "$FAKE_GRADLE_LOG"
+exit "$FAKE_GRADLE_EXIT"
+"""
+
+
+@pytest.mark.parametrize("gradle_exit", [0, 1])
+def test_validate_emulator_script_writes_a_result(gradle_exit: int, tmp_path: Path) -> None:
+    bundle = fixture_bundle("decoder", tmp_path)
+    rerender(bundle)
+    module = module_of(bundle)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("adb", FAKE_ADB), ("gradle", FAKE_GRADLE)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    benchmark = tmp_path / "bench.json"
+    benchmark.write_text(json.dumps({"schema": "slmpack.benchmark/1", "decode_tok_s": 42.0}))
+    out = tmp_path / "result.json"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_BENCHMARK": str(benchmark), "FAKE_GRADLE_EXIT": str(gradle_exit),
+           "FAKE_GRADLE_LOG": str(tmp_path / "gradle.log"), "HOME": str(tmp_path)}  # fmt: skip
+    run = subprocess.run(
+        ["bash", str(module / "scripts/validate-emulator.sh"), "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == gradle_exit, run.stderr
+    result = json.loads(out.read_text())
+    assert result["tests"] == ("passed" if gradle_exit == 0 else "failed")
+    assert result["serial"] == "emulator-5554" and result["device"] == {"model": "Pixel _7_", "sdk": "34"}
+    assert result["benchmark"]["decode_tok_s"] == 42.0
+    assert (tmp_path / "gradle.log").read_text().split() == [
+        str(bundle / "android"),
+        f":{module.name}:connectedDebugAndroidTest",
+    ]
+
+
+def test_validate_emulator_script_explains_a_missing_sdk(tmp_path: Path) -> None:
+    bundle = fixture_bundle("decoder", tmp_path)
+    rerender(bundle)
+    run = subprocess.run(
+        ["bash", str(module_of(bundle) / "scripts/validate-emulator.sh")],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 2 and "adb not found" in run.stderr
+
+
+def test_device_farm_specs_are_valid(tmp_path: Path) -> None:
+    bundle = fixture_bundle("decoder", tmp_path)
+    rerender(bundle)
+    farm = module_of(bundle) / "devicefarm"
+    aws = yaml.safe_load((farm / "aws-devicefarm-testspec.yml").read_text())
+    assert aws["version"] == 0.1 and set(aws["phases"]) == {"install", "pre_test", "test", "post_test"}
+    commands = " ".join(aws["phases"]["test"]["commands"])
+    assert f"{NAMESPACE}.BenchmarkTest" in commands and f"{NAMESPACE}.test/androidx.test.runner" in commands
+    firebase = yaml.safe_load((farm / "firebase-test-lab.yml").read_text())["benchmark"]
+    assert firebase["type"] == "instrumentation"
+    assert firebase["test-targets"] == [f"class {NAMESPACE}.GoldenOutputTest", f"class {NAMESPACE}.BenchmarkTest"]
+    assert firebase["test"].endswith("tinychat-android-xnnpack-debug-androidTest.apk")
