@@ -16,7 +16,7 @@ from builder.cli import app
 from builder.errors import UserInputError
 from builder.inspect_pte import MethodInfo, PteInfo, describe_pte
 from builder.targets import catalogue
-from builder.validate import GOLDEN_USER_MESSAGE
+from builder.validate import GOLDEN_USER_MESSAGE, TOKENIZER_SAMPLES
 from tests.conftest import TWO_TARGETS, recipe_text
 from tests.conftest import build_cli as _build
 
@@ -32,6 +32,8 @@ def test_bundle_layout(chat_bundle: Path) -> None:
                 "artifacts/android-xnnpack/model.pte", "artifacts/ios-xnnpack/model.pte"):  # fmt: skip
         assert (chat_bundle / rel).is_file(), rel
     assert "android-xnnpack" in (chat_bundle / "README.md").read_text()
+    assert (chat_bundle / "android/tinychat-android-xnnpack/build.gradle.kts").is_file()
+    assert [p.name for p in (chat_bundle / "android").iterdir() if p.is_dir()] == ["tinychat-android-xnnpack"]
 
 
 def test_manifest_contract(chat_bundle: Path, manifest: dict) -> None:
@@ -51,6 +53,9 @@ def test_manifest_contract(chat_bundle: Path, manifest: dict) -> None:
     assert {"slmpack", "torch", "executorch", "transformers"} <= set(manifest["tool_versions"])
     assert manifest["tokenizer"]["kind"] == "bpe"
     assert "<|im_end|>" in manifest["generation"]["stop_strings"]
+    assert model["chat"]["generation_prompt"] == "<|im_start|>assistant\n" and model["chat"]["samples"]
+    golden = manifest["tokenizer"]["golden"]
+    assert [g["text"] for g in golden] == list(TOKENIZER_SAMPLES) and all(g["ids"] for g in golden)
 
     by_target = {a["target"]: a for a in manifest["artifacts"]}
     assert set(by_target) == {"android-xnnpack", "ios-xnnpack"}
