@@ -122,70 +122,56 @@ def _reduce(tokenizer: PreTrainedTokenizerBase, source: str) -> ChatFormat:
     opened = _render(tokenizer, turns, add_generation_prompt=True)
     generation_prompt = _strip_prefix(opened, closed, source, "the generation prompt")
     start, user_then_assistant, assistant_then_user, user_suffix = _split(closed, [u1, a1, u2], source)
-    assistant_only = _split(_render(tokenizer, [("assistant", a1)], False), [a1], source)
-    assistant_suffix = assistant_only[1]
+    assistant_suffix = _split(_render(tokenizer, [("assistant", a1)], False), [a1], source)[1]
     user_prefix = _strip_prefix(assistant_then_user, assistant_suffix, source, "an assistant message")
-    assistant_prefix = _strip_prefix(user_then_assistant, user_suffix, source, "a user message")
-    preamble = start[: len(start) - len(user_prefix)] if start.endswith(user_prefix) else None
-    if preamble is None:
-        raise _refuse(source, "the first user message is formatted differently from later ones")
-
-    prefixes = {"user": user_prefix, "assistant": assistant_prefix}
+    prefixes = {
+        "user": user_prefix,
+        "assistant": _strip_prefix(user_then_assistant, user_suffix, source, "a user message"),
+    }
     suffixes = {"user": user_suffix, "assistant": assistant_suffix}
-    first_system_prefix = ""
-    supports_system = True
+    preamble = _strip_suffix(start, user_prefix, source, "the first user message")
+    first_system_prefix, supports_system = "", True
+    s1 = _probe("system", 1)
     try:
-        s1 = _probe("system", 1)
-        system_first, system_then_user, _ = _split(_render(tokenizer, [("system", s1), ("user", u1)], False), [s1, u1],
-                                                   source)  # fmt: skip
-    except UserInputError:
-        raise
+        with_system = _render(tokenizer, [("system", s1), ("user", u1)], False)
     except Exception:
         supports_system = False  # e.g. Gemma: "System role not supported"
     if supports_system:
-        first_system_prefix = system_first
-        suffixes["system"] = _strip_prefix_suffix(system_then_user, user_prefix, source)
-    candidates = [
-        ChatFormat(preamble, first_system_prefix, prefixes, suffixes, generation_prompt, supports_system, trim)
-        for trim in (False, True)
-    ]
+        first_system_prefix, system_then_user, _ = _split(with_system, [s1, u1], source)
+        suffixes["system"] = _strip_suffix(system_then_user, user_prefix, source, "a system message")
     mismatch = ""
-    for chat in candidates:
-        mismatch = _first_mismatch(tokenizer, chat)
+    for trim in (False, True):
+        chat = ChatFormat(preamble, first_system_prefix, prefixes, suffixes, generation_prompt, supports_system, trim)
+        mismatch = next((text for text, rendered in _checks(tokenizer, chat) if text != rendered), "")
         if not mismatch:
             return chat
     raise _refuse(source, f"re-rendering a sample conversation differs from the template ({mismatch!r})")
 
 
-def _first_mismatch(tokenizer: PreTrainedTokenizerBase, chat: ChatFormat) -> str:
-    for conversation in SAMPLE_CONVERSATIONS:
-        if not chat.supports_system and any(role == "system" for role, _ in conversation):
-            continue
-        for add in (False, True):
-            expected = _render(tokenizer, list(conversation), add)
-            if chat.render(list(conversation), add) != expected:
-                return expected
-    return ""
+def _strip_suffix(text: str, suffix: str, source: str, what: str) -> str:
+    if not text.endswith(suffix):
+        raise _refuse(source, f"the text around {what} differs by position in the conversation")
+    return text[: len(text) - len(suffix)]
 
 
-def _strip_prefix_suffix(text: str, user_prefix: str, source: str) -> str:
-    if not text.endswith(user_prefix):
-        raise _refuse(source, "the message after a system message is formatted differently")
-    return text[: len(text) - len(user_prefix)]
+def _conversations(chat: ChatFormat) -> list[tuple[list[tuple[str, str]], bool]]:
+    """The sample conversations this template can render, each without and with the generation prompt."""
+    usable = [list(c) for c in SAMPLE_CONVERSATIONS if chat.supports_system or all(r != "system" for r, _ in c)]
+    return [(conversation, add) for conversation in usable for add in (False, True)]
+
+
+def _checks(tokenizer: PreTrainedTokenizerBase, chat: ChatFormat) -> list[tuple[str, str]]:
+    """(the template's own text, the reduction's text) for every sample conversation."""
+    return [(_render(tokenizer, c, add), chat.render(c, add)) for c, add in _conversations(chat)]
 
 
 def sample_renders(tokenizer: PreTrainedTokenizerBase, chat: ChatFormat) -> list[dict[str, Any]]:
     """Golden data for the platform tests: sample conversations and the template's own rendering."""
-    out = []
-    for conversation in SAMPLE_CONVERSATIONS:
-        if not chat.supports_system and any(role == "system" for role, _ in conversation):
-            continue
-        for add in (False, True):
-            out.append(
-                {
-                    "messages": [{"role": r, "content": c} for r, c in conversation],
-                    "add_generation_prompt": add,
-                    "text": _render(tokenizer, list(conversation), add),
-                }
-            )
-    return out
+    return [
+        {
+            "messages": [{"role": r, "content": c} for r, c in conversation],
+            "add_generation_prompt": add,
+            "text": _render(tokenizer, conversation, add),
+        }
+        for conversation, add in _conversations(chat)
+    ]

@@ -163,13 +163,14 @@ def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path
 def _config_json(context: dict[str, Any]) -> str:
     """The runtime config shipped beside the model: what the typed class bakes in, for other tools."""
     data, android = context, context["android"]
+    chat = data["model"].get("chat")
     config = {
         "schema": "slmpack.android-config/1",
         "class_name": android["class_name"],
         "task": data["model"]["task"],
         "max_context": data["model"]["max_context"],
         "eos_ids": data["model"]["eos_ids"],
-        "chat": data["model"].get("chat"),
+        "chat": {k: v for k, v in chat.items() if k != "samples"} if chat else None,  # samples are test data
         "generation": data["generation"],
         "assets": android["assets"],
         "runtime": android["runtime"],
