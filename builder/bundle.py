@@ -88,7 +88,7 @@ def manifest(
                 "runtime_version": b.artifact.runtime_version,
                 "runtime_library": b.target.runtime.library,
                 "runtime_kernels": list(b.target.runtime.kernels),
-                "min_os": b.target.min_os,
+                "min_os": b.artifact.min_os or b.target.min_os,
                 "abis": list(b.target.abis),
                 "golden": b.result.golden,
                 "validation": b.result.validation.to_json(),

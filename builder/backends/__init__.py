@@ -12,4 +12,8 @@ def get_backend(name: str) -> Backend:
         from builder.backends.executorch import ExecuTorchBackend
 
         return ExecuTorchBackend()
+    if name == "coreml":
+        from builder.backends.coreml import CoreMLBackend
+
+        return CoreMLBackend()
     raise UserInputError(f"backend {name!r} is not available in this version of slmpack")

@@ -39,6 +39,7 @@ class Artifact:
     signature: dict[str, Any]  # methods with inputs/outputs (dtype, shape); metadata constants
     runtime_version: str
     operators: dict[str, Any] = field(default_factory=dict)  # delegated vs non-delegated op counts
+    min_os: str | None = None  # when the artifact needs a newer OS than its target's minimum
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class Artifact:
             "signature": self.signature,
             "runtime_version": self.runtime_version,
             "operators": self.operators,
+            "min_os": self.min_os,
         }
 
     @classmethod
@@ -86,6 +88,7 @@ class Prepared:
 
 class Backend(Protocol):
     name: str
+    host_benchmark: bool  # whether the artifact's runtime runs on this host, so it can be benchmarked
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared: ...
 
@@ -94,4 +97,9 @@ class Backend(Protocol):
 
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
         """A runner over the artifact in its real runtime, or the reason none can run on this OS."""
+        ...
+
+    def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:
+        """The eager model the lowering gate compares the artifact with: `prepared`, unless the backend
+        compresses while lowering, in which case the eager model must carry the artifact's weights."""
         ...

@@ -109,6 +109,7 @@ def _check_runtime_ops(info: PteInfo, target: Target) -> dict[str, Any]:
 
 class ExecuTorchBackend:
     name = "executorch"
+    host_benchmark = True
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         module = copy.deepcopy(model.module).eval()
@@ -169,6 +170,9 @@ class ExecuTorchBackend:
             runtime_version=target.runtime.version,
             operators=_check_runtime_ops(info, target),
         )
+
+    def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:
+        return prepared  # torchao quantized the eager model before export: it already is the artifact's model
 
     def host_runner(self, artifact: Artifact, model: Model) -> PteDecoderRunner | PteEncoderRunner | str:
         if model.spec.task == "embeddings":

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from builder.errors import UserInputError
 from builder.models.base import ModelSpec
 
 
@@ -27,6 +28,9 @@ class ExportableEncoder(nn.Module):
             attention_mask=attention_mask,
             token_type_ids=torch.zeros_like(input_ids),
         ).last_hidden_state
+        return self._pool(hidden, attention_mask)
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
@@ -35,6 +39,27 @@ class ExportableEncoder(nn.Module):
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1)
         return pooled
+
+
+class CoreMLEncoder(ExportableEncoder):
+    """The same embedding, spelled for coremltools' TorchScript frontend: transformers' mask helpers use
+    ops it cannot convert, so the additive mask is built here and the BERT layers are called directly."""
+
+    def __init__(self, model: PreTrainedModel, spec: ModelSpec, max_context: int) -> None:
+        super().__init__(model, spec, max_context)
+        if not (hasattr(model, "embeddings") and hasattr(getattr(model, "encoder", None), "layer")):
+            raise UserInputError(
+                f"{spec.architecture} is not a BERT-style encoder (embeddings + encoder.layer), which is what "
+                "the Core ML path converts today. Fix: use a BERT-family model or an ExecuTorch target"
+            )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        additive_mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * -1e4
+        for layer in self.model.encoder.layer:
+            out = layer(hidden, attention_mask=additive_mask)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return self._pool(hidden, attention_mask)
 
 
 def export_encoder(wrapper: ExportableEncoder) -> torch.export.ExportedProgram:

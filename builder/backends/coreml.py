@@ -1,0 +1,235 @@
+"""Core ML backend: coremltools conversion to an ML Program (.mlpackage), compression with
+coremltools.optimize, and host validation by replaying the saved program (DESIGN §4, §5, §9).
+
+Core ML predicts only on Apple platforms. On macOS the real model runs; elsewhere the program is
+replayed op by op in NumPy (builder.backends.coreml_mil), and the manifest says which one ran.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from builder.backends.base import Artifact, LoweringOptions, Prepared
+from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp
+from builder.backends.executorch_runners import EagerEncoderRunner
+from builder.errors import UserInputError
+from builder.models.base import Model
+from builder.quiet import quiet
+from builder.targets import Target
+from builder.tasks.embeddings import CoreMLEncoder
+
+BLOCK_SIZE = 32
+# Per-block int4 weights exist from iOS 18 on; everything else here runs on the target's minimum (17).
+NEEDS_IOS18 = {"w4"}
+_EXAMPLE_TOKENS = 8
+
+
+def _coremltools() -> Any:
+    """coremltools, imported without the version warnings it prints about torch and scikit-learn."""
+    with quiet():
+        import coremltools
+
+    return coremltools
+
+
+def _optimization_config(scheme: str, quantize_embeddings: bool) -> Any:
+    """The coremltools.optimize config for a neutral scheme (DESIGN §4); None for fp32/fp16."""
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OpPalettizerConfig, OptimizationConfig
+
+    if scheme in ("fp32", "fp16"):
+        return None
+    if scheme == "w8":
+        op_config: Any = OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+    elif scheme == "w4":
+        op_config = OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=BLOCK_SIZE
+        )
+    elif scheme == "palette4":
+        op_config = OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_tensor")
+    else:
+        raise UserInputError(f"scheme {scheme!r} has no Core ML mapping. Fix: use fp16, w8, w4 or palette4")
+    return OptimizationConfig(global_config=op_config, op_type_configs={} if quantize_embeddings else {"gather": None})
+
+
+def _compress(mlmodel: Any, scheme: str, quantize_embeddings: bool) -> Any:
+    from coremltools.optimize.coreml import linear_quantize_weights, palettize_weights
+
+    config = _optimization_config(scheme, quantize_embeddings)
+    if config is None:
+        return mlmodel
+    if scheme == "palette4":
+        return palettize_weights(mlmodel, config)
+    return linear_quantize_weights(mlmodel, config)
+
+
+def _feature(description: Any) -> dict[str, Any]:
+    """One input/output of the model spec: name, dtype and shape, with flexible dimensions as [lo, hi]."""
+    array = description.type.multiArrayType
+    dtypes = {65568: "float32", 65552: "float16", 131104: "int32"}
+    shape: list[Any] = list(array.shape)
+    ranges = array.shapeRange.sizeRanges
+    if ranges:
+        shape = [d.lowerBound if d.lowerBound == d.upperBound else [d.lowerBound, d.upperBound] for d in ranges]
+    return {"name": description.name, "dtype": dtypes.get(array.dataType, str(array.dataType)), "shape": shape}
+
+
+def describe_mlpackage(path: Path) -> dict[str, Any]:
+    """What can be checked without a Core ML runtime: spec version, inputs/outputs, op histogram, compression."""
+    from builder.backends.coreml_mil import load_program
+
+    spec = _coremltools().models.MLModel(str(path), skip_model_load=True).get_spec()
+    operations = load_program(path).functions["main"].operations
+    histogram = Counter(op.op_type for op in operations)
+    return {
+        "specification_version": spec.specificationVersion,
+        "inputs": [_feature(d) for d in spec.description.input],
+        "outputs": [_feature(d) for d in spec.description.output],
+        "states": [s.name for s in spec.description.state],
+        "operators": dict(sorted(histogram.items())),
+        "compressed_weights": sum(n for t, n in histogram.items() if t.startswith("constexpr_")),
+    }
+
+
+def _feeds(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, np.ndarray]:
+    return {"input_ids": input_ids.numpy().astype(np.int32), "attention_mask": attention_mask.numpy().astype(np.int32)}
+
+
+class MilEncoderRunner:
+    """The saved ML Program replayed in NumPy (Linux, Windows): what validation uses off macOS."""
+
+    runtime = "coreml: NumPy replay of the saved ML Program (Core ML predicts only on Apple platforms)"
+
+    def __init__(self, path: Path) -> None:
+        self.executor = MilExecutor(path)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {
+            "input_ids": input_ids.numpy().astype(np.int32),
+            "attention_mask": attention_mask.numpy().astype(np.int32),
+        }
+        (output,) = self.executor.run(feeds).values()
+        return torch.from_numpy(output.astype(np.float32))[0]
+
+
+class CoreMLPredictEncoderRunner:
+    """The real Core ML runtime, on macOS."""
+
+    runtime = "coreml: Core ML on macOS"
+
+    def __init__(self, path: Path) -> None:
+        self.model = _coremltools().models.MLModel(str(path))
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {
+            "input_ids": input_ids.numpy().astype(np.int32),
+            "attention_mask": attention_mask.numpy().astype(np.int32),
+        }
+        return torch.from_numpy(np.asarray(self.model.predict(feeds)["embedding"], dtype=np.float32))[0]
+
+
+def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) -> int:
+    """Give each weight of `module` the artifact's own (decompressed) version: the constant of the same
+    shape nearest to it. Returns how many tensors were replaced."""
+    by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+    for value in constants.values():
+        if value.dtype.kind == "f" and value.ndim >= 1:
+            by_shape.setdefault(tuple(value.shape), []).append(value)
+    replaced = 0
+    with torch.no_grad():
+        for param in module.parameters():
+            candidates = by_shape.get(tuple(param.shape), [])
+            if not candidates:
+                continue
+            own = param.detach().numpy()
+            distances = [float(np.abs(c.astype(np.float32) - own).mean()) for c in candidates]
+            best = int(np.argmin(distances))
+            scale = float(np.abs(own).mean()) or 1.0
+            if distances[best] <= 0.25 * scale:  # a compressed copy of this tensor, not another one
+                param.copy_(torch.from_numpy(candidates[best].astype(np.float32)))
+                replaced += 1
+    return replaced
+
+
+class CoreMLBackend:
+    name = "coreml"
+    host_benchmark = False
+
+    def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
+        if model.spec.task != "embeddings":
+            raise UserInputError(
+                "the Core ML backend converts embedding models in this version; stateful decoders come next. "
+                "Fix: use an ExecuTorch target (ios-xnnpack) for text generation"
+            )
+        encoder = CoreMLEncoder(copy.deepcopy(model.module), model.spec, options.max_context).eval()
+        return Prepared(module=encoder, runner=EagerEncoderRunner(encoder))
+
+    def lower(
+        self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions, out_dir: Path
+    ) -> Artifact:
+        ct = _coremltools()
+        encoder = prepared.module
+        assert isinstance(encoder, CoreMLEncoder)
+        example = torch.ones((1, _EXAMPLE_TOKENS), dtype=torch.long)
+        length = ct.RangeDim(lower_bound=2, upper_bound=encoder.max_context, default=_EXAMPLE_TOKENS)
+        inputs = [ct.TensorType(name, shape=(1, length), dtype=np.int32) for name in ("input_ids", "attention_mask")]
+        ios18 = options.scheme in NEEDS_IOS18
+        with quiet(), torch.no_grad():
+            traced = torch.jit.trace(encoder, (example, example))
+            try:
+                mlmodel = ct.convert(
+                    traced,
+                    inputs=inputs,
+                    outputs=[ct.TensorType("embedding")],
+                    convert_to="mlprogram",
+                    minimum_deployment_target=ct.target.iOS18 if ios18 else ct.target.iOS17,
+                    compute_precision=ct.precision.FLOAT32 if options.scheme == "fp32" else ct.precision.FLOAT16,
+                )
+            except NotImplementedError as exc:  # coremltools names the torch op it cannot convert
+                raise UserInputError(
+                    f"{model.spec.architecture} cannot be converted for {target.name!r}: {exc}"
+                ) from exc
+            mlmodel = _compress(mlmodel, options.scheme, options.quantize_embeddings)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "model.mlpackage"
+        mlmodel.save(str(path))
+        info = describe_mlpackage(path)
+        signature = {
+            "methods": [
+                {"name": "main", "inputs": info["inputs"], "outputs": info["outputs"], "states": info["states"]}
+            ],
+            "metadata": {"specification_version": info["specification_version"], "max_length": encoder.max_context},
+        }
+        return Artifact(
+            target=target.name,
+            backend=self.name,
+            delegate=target.delegate,
+            quantization=options.scheme,
+            quantize_embeddings=options.quantize_embeddings,
+            path=path,
+            signature=signature,
+            runtime_version=target.runtime.version,
+            operators={"mil": info["operators"], "compressed_weights": info["compressed_weights"]},
+            min_os="18.0" if ios18 else None,
+        )
+
+    def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:
+        # Compression happens inside coremltools, so the eager reference takes the artifact's own weights:
+        # the lowering gate then measures conversion and fp16 compute, and nothing of compression.
+        encoder = copy.deepcopy(prepared.module)
+        _nearest_weights(encoder, MilExecutor(artifact.path).constants)
+        return Prepared(module=encoder, runner=EagerEncoderRunner(encoder))  # type: ignore[arg-type]
+
+    def host_runner(self, artifact: Artifact, model: Model) -> MilEncoderRunner | CoreMLPredictEncoderRunner | str:
+        if sys.platform == "darwin":
+            return CoreMLPredictEncoderRunner(artifact.path)
+        try:
+            return MilEncoderRunner(artifact.path)
+        except UnsupportedMilOp as exc:
+            return f"Core ML predicts only on Apple platforms, and the NumPy replay cannot run this program: {exc}"

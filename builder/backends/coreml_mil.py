@@ -1,0 +1,208 @@
+"""A NumPy reference executor for saved Core ML ML Programs: Core ML cannot predict off macOS, so on
+Linux the artifact's own program (ops, weights, compression) is replayed op by op to measure parity.
+
+The program is reloaded from the .mlpackage (not taken from the converter), so what is checked is what
+ships. Compressed weights (`constexpr_*` ops) are materialised with coremltools' own value inference.
+Arithmetic follows each op's dtype: fp16 programs compute in fp16, as the device does on its CPU path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DTYPES = {
+    "fp16": np.float16, "fp32": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
+    "uint16": np.uint16, "int32": np.int32, "int64": np.int64, "bool": np.bool_,
+}  # fmt: skip
+
+Args = dict[str, Any]
+
+
+class UnsupportedMilOp(Exception):
+    """The program uses an op this executor has no NumPy implementation for."""
+
+
+def _axes(args: Args, key: str = "axes") -> tuple[int, ...]:
+    return tuple(int(a) for a in np.atleast_1d(args[key]))
+
+
+def _matmul(a: Args) -> np.ndarray:
+    x, y = a["x"], a["y"]
+    if bool(a.get("transpose_x", False)):
+        x = np.swapaxes(x, -1, -2)
+    if bool(a.get("transpose_y", False)):
+        y = np.swapaxes(y, -1, -2)
+    return np.matmul(x, y)
+
+
+def _layer_norm(a: Args) -> np.ndarray:
+    x, axes = a["x"], _axes(a)
+    mean = x.mean(axes, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axes, keepdims=True)
+    out = (x - mean) / np.sqrt(variance + np.asarray(a.get("epsilon", 1e-5), x.dtype))
+    return out * a.get("gamma", 1) + a.get("beta", 0)
+
+
+def _softmax(a: Args) -> np.ndarray:
+    x, axis = a["x"], int(a.get("axis", -1))
+    e = np.exp(x - x.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(a: Args) -> np.ndarray:
+    x = a["x"]
+    mode = str(a.get("mode", "EXACT"))
+    if mode == "EXACT":
+        return (0.5 * x * (1 + _ERF(x.astype(np.float64) / math.sqrt(2)))).astype(x.dtype)
+    if mode == "TANH_APPROXIMATION":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return x / (1 + np.exp(-1.702 * x))  # SIGMOID_APPROXIMATION
+
+
+def _slice_by_index(a: Args) -> np.ndarray:
+    x, begin, end = a["x"], a["begin"], a["end"]
+    rank = len(begin)
+    stride = a.get("stride", np.ones(rank, np.int32))
+    begin_mask = a.get("begin_mask", np.zeros(rank, bool))
+    end_mask = a.get("end_mask", np.zeros(rank, bool))
+    squeeze = a.get("squeeze_mask", np.zeros(rank, bool))
+    index = tuple(
+        slice(None if begin_mask[i] else int(begin[i]), None if end_mask[i] else int(end[i]), int(stride[i]))
+        for i in range(rank)
+    )
+    out = x[index]
+    return out.squeeze(tuple(i for i in range(rank) if squeeze[i])) if np.any(squeeze) else out
+
+
+def _expand_dims(a: Args) -> np.ndarray:
+    out = a["x"]
+    for axis in sorted(_axes(a)):
+        out = np.expand_dims(out, axis)
+    return out
+
+
+def _reduce(fn: Callable[..., np.ndarray]) -> Callable[[Args], np.ndarray]:
+    def run(a: Args) -> np.ndarray:
+        axes = _axes(a) if a.get("axes") is not None else None
+        return fn(a["x"], axis=axes, keepdims=bool(a.get("keep_dims", False)))
+
+    return run
+
+
+def _l2_norm(x: np.ndarray, axis: tuple[int, ...] | None, keepdims: bool) -> np.ndarray:
+    return np.sqrt((x.astype(np.float32) ** 2).sum(axis=axis, keepdims=keepdims)).astype(x.dtype)
+
+
+OPS: dict[str, Callable[[Args], np.ndarray]] = {
+    "linear": lambda a: np.matmul(a["x"], a["weight"].T) + a.get("bias", 0),
+    "matmul": _matmul,
+    "add": lambda a: a["x"] + a["y"],
+    "sub": lambda a: a["x"] - a["y"],
+    "mul": lambda a: a["x"] * a["y"],
+    "real_div": lambda a: a["x"] / a["y"],
+    "maximum": lambda a: np.maximum(a["x"], a["y"]),
+    "minimum": lambda a: np.minimum(a["x"], a["y"]),
+    "pow": lambda a: np.power(a["x"], a["y"]),
+    "sqrt": lambda a: np.sqrt(a["x"]),
+    "rsqrt": lambda a: 1 / np.sqrt(a["x"] + a.get("epsilon", 0)),
+    "exp": lambda a: np.exp(a["x"]),
+    "tanh": lambda a: np.tanh(a["x"]),
+    "sigmoid": lambda a: 1 / (1 + np.exp(-a["x"])),
+    "silu": lambda a: a["x"] / (1 + np.exp(-a["x"])),
+    "relu": lambda a: np.maximum(a["x"], 0),
+    "gelu": _gelu,
+    "softmax": _softmax,
+    "layer_norm": _layer_norm,
+    "clip": lambda a: np.clip(a["x"], a["alpha"], a["beta"]),
+    "cast": lambda a: a["x"].astype(_DTYPES[str(a["dtype"])]),
+    "reshape": lambda a: a["x"].reshape([int(s) for s in a["shape"]]),
+    "transpose": lambda a: np.transpose(a["x"], [int(p) for p in a["perm"]]),
+    "expand_dims": _expand_dims,
+    "squeeze": lambda a: np.squeeze(a["x"], _axes(a)) if a.get("axes") is not None else np.squeeze(a["x"]),
+    "gather": lambda a: np.take(a["x"], a["indices"].astype(np.int64), axis=int(a.get("axis", 0))),
+    "concat": lambda a: np.concatenate([np.atleast_1d(v) for v in a["values"]], axis=int(a["axis"])),
+    "tile": lambda a: np.tile(a["x"], [int(r) for r in a["reps"]]),
+    "shape": lambda a: np.array(a["x"].shape, dtype=np.int32),
+    "slice_by_index": _slice_by_index,
+    "reduce_sum": _reduce(np.sum),
+    "reduce_mean": _reduce(np.mean),
+    "reduce_max": _reduce(np.max),
+    "reduce_l2_norm": _reduce(_l2_norm),
+    "identity": lambda a: a["x"],
+    "abs": lambda a: np.abs(a["x"]),
+    "floor": lambda a: np.floor(a["x"]),
+    "square": lambda a: a["x"] * a["x"],
+    "equal": lambda a: a["x"] == a["y"],
+    "not_equal": lambda a: a["x"] != a["y"],
+    "greater": lambda a: a["x"] > a["y"],
+    "greater_equal": lambda a: a["x"] >= a["y"],
+    "less": lambda a: a["x"] < a["y"],
+    "less_equal": lambda a: a["x"] <= a["y"],
+    "logical_and": lambda a: np.logical_and(a["x"], a["y"]),
+    "logical_or": lambda a: np.logical_or(a["x"], a["y"]),
+    "logical_not": lambda a: np.logical_not(a["x"]),
+    "select": lambda a: np.where(a["cond"], a["a"], a["b"]),
+}
+
+
+def load_program(path: Path) -> Any:
+    """The ML Program inside a saved .mlpackage, as MIL (no Core ML runtime needed)."""
+    import coremltools as ct
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+    return milproto_load(
+        model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir
+    )
+
+
+class MilExecutor:
+    """Runs a program's `main` function on NumPy inputs; unsupported ops are named up front."""
+
+    def __init__(self, path: Path) -> None:
+        self.function = load_program(path).functions["main"]
+        ops = {op.op_type for op in self.function.operations}
+        missing = sorted(t for t in ops if t not in OPS and t != "const" and not t.startswith("constexpr_"))
+        if missing:
+            raise UnsupportedMilOp(f"no reference implementation for MIL op(s) {', '.join(missing)}")
+        self._constants: dict[str, np.ndarray] = {}
+        for op in self.function.operations:
+            if op.op_type == "const" or op.op_type.startswith("constexpr_"):
+                # Compressed weights are decompressed exactly as Core ML does, once.
+                value = op.outputs[0].val if op.op_type == "const" else op.materialized_val_inference()
+                self._constants[op.outputs[0].name] = np.asarray(value)
+
+    @property
+    def constants(self) -> dict[str, np.ndarray]:
+        return self._constants
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env: dict[str, np.ndarray] = {**self._constants, **{k: np.asarray(v) for k, v in feeds.items()}}
+        for op in self.function.operations:
+            if op.outputs[0].name in self._constants:
+                continue
+            args = {name: _value(env, var) for name, var in op.inputs.items()}
+            result = np.asarray(OPS[op.op_type](args))
+            out = op.outputs[0]
+            dtype = getattr(out.dtype, "__name__", "")
+            env[out.name] = result.astype(_DTYPES[dtype]) if dtype in ("fp16", "fp32") else result
+        return {var.name: env[var.name] for var in self.function.outputs}
+
+
+def _value(env: dict[str, np.ndarray], var: Any) -> Any:
+    if isinstance(var, list | tuple):
+        return [_value(env, v) for v in var]
+    if var.name in env:
+        return env[var.name]
+    if var.val is not None:
+        return np.asarray(var.val)
+    raise KeyError(f"MIL value {var.name} is used before it is computed")

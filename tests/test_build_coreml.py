@@ -1,0 +1,142 @@
+"""The Core ML path on a tiny encoder: convert, compress, replay the saved ML Program in NumPy, gate, bundle.
+
+Core ML predicts only on Apple platforms; here the artifact's own program (reloaded from the .mlpackage,
+compressed weights included) is replayed op by op, and these tests prove that replay is faithful.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from builder.backends import coreml_mil
+from builder.backends.base import Artifact, LoweringOptions, Prepared
+from builder.backends.coreml import CoreMLBackend, MilEncoderRunner, describe_mlpackage
+from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp
+from builder.bundle import sha256_of
+from builder.models import load_model
+from builder.models.base import Model
+from builder.recipe import EvalSection
+from builder.targets import catalogue
+from builder.validate import validate_encoder
+from builder.validate.data import load_eval_text
+from tests.conftest import build_cli, recipe_text
+
+TARGET = catalogue()["ios-coreml"]
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return load_eval_text("builtin:shakespeare", Path("."))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert() -> Model:
+    return load_model("builtin:tiny-bert", "embeddings", Path("."))
+
+
+def _lower(model: Model, scheme: str, out: Path) -> tuple[CoreMLBackend, Prepared, Artifact]:
+    backend = CoreMLBackend()
+    options = LoweringOptions(scheme=scheme, quantize_embeddings=scheme in ("w8", "w4"), max_context=64)
+    prepared = backend.prepare(model, options)
+    artifact = backend.lower(prepared, model, TARGET, options, out)
+    return backend, prepared, artifact
+
+
+def test_replay_of_an_fp32_program_matches_torch(tiny_bert: Model, tmp_path: Path) -> None:
+    _, prepared, artifact = _lower(tiny_bert, "fp32", tmp_path)
+    runner = MilEncoderRunner(artifact.path)
+    for ids in ([[2, 5, 6, 7, 3]], [[2, *range(10, 60), 3]]):
+        input_ids = torch.tensor(ids)
+        mask = torch.ones_like(input_ids)
+        expected = prepared.runner.embed(input_ids, mask)
+        assert torch.allclose(runner.embed(input_ids, mask), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("scheme", "compression_op", "min_os"), [
+    ("fp16", None, None),
+    ("w8", "constexpr_affine_dequantize", None),
+    ("w4", "constexpr_blockwise_shift_scale", "18.0"),
+    ("palette4", "constexpr_lut_to_dense", None),
+])  # fmt: skip
+def test_schemes_convert_compress_and_pass_the_lowering_gate(
+    tiny_bert: Model, text: str, tmp_path: Path, scheme: str, compression_op: str | None, min_os: str | None
+) -> None:
+    backend, prepared, artifact = _lower(tiny_bert, scheme, tmp_path)
+    info = describe_mlpackage(artifact.path)
+    assert [i["name"] for i in info["inputs"]] == ["input_ids", "attention_mask"]
+    assert info["inputs"][0]["shape"] == [1, [2, 64]] and info["inputs"][0]["dtype"] == "int32"
+    assert [o["name"] for o in info["outputs"]] == ["embedding"]
+    if compression_op:
+        assert info["operators"].get(compression_op, 0) > 0 and info["compressed_weights"] > 0
+    else:
+        assert info["compressed_weights"] == 0
+    assert artifact.min_os == min_os
+    runner = backend.host_runner(artifact, tiny_bert)
+    assert isinstance(runner, MilEncoderRunner)
+    limits = EvalSection(min_cosine_similarity=0.9)
+    result = validate_encoder(
+        tiny_bert, backend.reference(prepared, artifact), runner, text, limits, scheme, runner.runtime
+    )
+    v = result.validation
+    assert v.status == "passed", v.reason
+    assert v.lowering_min_cosine > 0.999  # conversion and fp16 compute only: compression is in the reference
+    assert "NumPy replay" in v.runtime
+
+
+def test_an_op_without_a_reference_is_named_not_guessed(
+    tiny_bert: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, artifact = _lower(tiny_bert, "fp16", tmp_path)
+    monkeypatch.delitem(coreml_mil.OPS, "softmax")
+    with pytest.raises(UnsupportedMilOp, match="softmax"):
+        MilExecutor(artifact.path)
+    reason = CoreMLBackend().host_runner(artifact, tiny_bert)
+    assert isinstance(reason, str) and "softmax" in reason and "Apple platforms" in reason
+
+
+def test_gate_catches_a_wrongly_converted_program(tiny_bert: Model, text: str, tmp_path: Path) -> None:
+    """Convert with the embedding table off by one row (a classic indexing bug): the gate must fail."""
+    backend = CoreMLBackend()
+    options = LoweringOptions(scheme="fp16", quantize_embeddings=False, max_context=64)
+    prepared = backend.prepare(tiny_bert, options)
+    table = prepared.module.model.embeddings.word_embeddings.weight
+    original = table.detach().clone()
+    with torch.no_grad():
+        table.copy_(torch.roll(original, 1, dims=0))
+    artifact = backend.lower(prepared, tiny_bert, TARGET, options, tmp_path)
+    with torch.no_grad():
+        table.copy_(original)
+    runner = backend.host_runner(artifact, tiny_bert)
+    reference = backend.reference(prepared, artifact)
+    result = validate_encoder(tiny_bert, reference, runner, text, EvalSection(), "fp16", "test")
+    assert result.validation.status == "failed"
+    assert "lowering_min_cosine" in (result.validation.reason or "")
+
+
+def test_coreml_bundle(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    targets = '[[targets]]\nname = "ios-coreml"\nquantize = "w8"\n'
+    recipe.write_text(recipe_text(source="builtin:tiny-bert", task="embeddings", quantize="fp16", name="tinycml",
+                                  targets=targets, max_context=64))  # fmt: skip
+    code, output = build_cli(recipe, tmp_path / "dist")
+    assert code == 0, output
+    bundle = tmp_path / "dist" / "tinycml-0.1.0"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (artifact,) = manifest["artifacts"]
+    package = bundle / artifact["path"]
+    assert artifact["path"] == "artifacts/ios-coreml/model.mlpackage" and package.is_dir()
+    assert artifact["sha256"] == sha256_of(package) and artifact["bytes"] > 0
+    assert (artifact["backend"], artifact["quantization"], artifact["min_os"]) == ("coreml", "w8", "17.0")
+    assert artifact["validation"]["status"] == "passed" and "NumPy replay" in artifact["validation"]["runtime"]
+    assert artifact["operators"]["compressed_weights"] > 0
+    assert artifact["benchmark"] is None and "no host benchmark" in output
+    golden = artifact["golden"]
+    ids = torch.tensor([golden["input_ids"]])
+    replayed = MilEncoderRunner(package).embed(ids, torch.ones_like(ids))
+    assert np.allclose(replayed.numpy(), golden["embedding"], atol=1e-5)
+    assert not (bundle / "android").exists()
