@@ -15,14 +15,14 @@ import torch
 
 from builder.backends import coreml_mil
 from builder.backends.base import Artifact, LoweringOptions, Prepared
-from builder.backends.coreml import CoreMLBackend, MilEncoderRunner, describe_mlpackage
+from builder.backends.coreml import CoreMLBackend, MilDecoderRunner, MilEncoderRunner, describe_mlpackage
 from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp
 from builder.bundle import sha256_of
 from builder.models import load_model
 from builder.models.base import Model
 from builder.recipe import EvalSection
 from builder.targets import catalogue
-from builder.validate import validate_encoder
+from builder.validate import validate_decoder, validate_encoder
 from builder.validate.data import load_eval_text
 from tests.conftest import build_cli, recipe_text
 
@@ -140,3 +140,68 @@ def test_coreml_bundle(tmp_path: Path) -> None:
     replayed = MilEncoderRunner(package).embed(ids, torch.ones_like(ids))
     assert np.allclose(replayed.numpy(), golden["embedding"], atol=1e-5)
     assert not (bundle / "android").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama() -> Model:
+    return load_model("builtin:tiny-llama", "text-generation", Path("."))
+
+
+def _lower_decoder(model: Model, scheme: str, out: Path) -> tuple[CoreMLBackend, Prepared, Artifact]:
+    backend = CoreMLBackend()
+    options = LoweringOptions(scheme=scheme, quantize_embeddings=False, max_context=128)
+    prepared = backend.prepare(model, options)
+    return backend, prepared, backend.lower(prepared, model, TARGET, options, out)
+
+
+@pytest.mark.parametrize("scheme", ["fp16", "w4"])
+def test_decoder_is_a_stateful_program_that_replays_like_the_eager_model(
+    tiny_llama: Model, text: str, tmp_path: Path, scheme: str
+) -> None:
+    backend, prepared, artifact = _lower_decoder(tiny_llama, scheme, tmp_path)
+    info = describe_mlpackage(artifact.path)
+    assert info["states"] == ["keyCache", "valueCache"]
+    assert [(i["name"], i["dtype"]) for i in info["inputs"]] == [("input_ids", "int32"), ("causal_mask", "float16")]
+    assert info["inputs"][1]["shape"] == [1, 1, [1, 128], [1, 128]]
+    assert artifact.min_os == "18.0"  # state tensors need iOS 18
+    runner = backend.host_runner(artifact, tiny_llama)
+    assert isinstance(runner, MilDecoderRunner)
+    limits = EvalSection(windows=2, window_tokens=64, decode_steps=8)
+    reference = backend.reference(prepared, artifact)
+    result = validate_decoder(tiny_llama, reference, runner, text, limits, scheme, runner.runtime)
+    v = result.validation
+    assert v.status == "passed", v.reason
+    assert v.lowering_top1_agreement == 1.0 and v.positions_compared > 8
+    assert len(result.golden["greedy_tokens"]) == 8
+
+
+def test_decoder_replay_carries_the_cache_between_calls(tiny_llama: Model, tmp_path: Path) -> None:
+    _, _, artifact = _lower_decoder(tiny_llama, "fp32", tmp_path)
+    runner = MilDecoderRunner(artifact.path)
+    ids = torch.tensor([[1, 448, 273, 201, 57, 84, 277]])
+    whole = runner.logits(ids, 0)
+    runner.reset()
+    pieces = torch.cat([runner.logits(ids[:, :4], 0), runner.logits(ids[:, 4:5], 4), runner.logits(ids[:, 5:], 5)])
+    assert torch.allclose(whole, pieces, atol=2e-3)
+    expected = tiny_llama.module(input_ids=ids).logits[0]
+    assert torch.allclose(whole, expected, atol=2e-3)
+
+
+def test_decoder_gate_catches_a_wrong_program(tiny_llama: Model, text: str, tmp_path: Path) -> None:
+    """Convert with the token table off by one row (tied to the output layer, so both shift): the gate fails.
+    fp32, whose gate is the logit difference: a random tiny model's near-uniform logits hide it from KL."""
+    backend = CoreMLBackend()
+    options = LoweringOptions(scheme="fp32", quantize_embeddings=False, max_context=128)
+    prepared = backend.prepare(tiny_llama, options)
+    table = prepared.module.model.model.embed_tokens.weight
+    original = table.detach().clone()
+    with torch.no_grad():
+        table.copy_(torch.roll(original, 1, dims=0))
+    artifact = backend.lower(prepared, tiny_llama, TARGET, options, tmp_path)
+    with torch.no_grad():
+        table.copy_(original)
+    limits = EvalSection(windows=1, window_tokens=32, decode_steps=4)
+    runner = backend.host_runner(artifact, tiny_llama)
+    result = validate_decoder(tiny_llama, backend.reference(prepared, artifact), runner, text, limits, "fp32", "t")
+    assert result.validation.status == "failed"
+    assert "lowering_relative_diff" in (result.validation.reason or "")

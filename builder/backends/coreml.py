@@ -16,17 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from builder.backends.base import Artifact, LoweringOptions, Prepared
+from builder.backends.base import Artifact, LoweringOptions, Prepared, Runner
 from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp
 from builder.backends.executorch_runners import EagerEncoderRunner
 from builder.errors import UserInputError
 from builder.models.base import Model
 from builder.quiet import quiet
 from builder.targets import Target
+from builder.tasks.coreml_decoder import CoreMLDecoder, causal_mask
 from builder.tasks.embeddings import CoreMLEncoder
 
 BLOCK_SIZE = 32
-# Per-block int4 weights exist from iOS 18 on; everything else here runs on the target's minimum (17).
+# Per-block int4 weights and state tensors (a decoder's KV cache) exist from iOS 18 on; embedding models
+# in the other schemes run on the target's minimum (17).
 NEEDS_IOS18 = {"w4"}
 _EXAMPLE_TOKENS = 8
 
@@ -134,6 +136,59 @@ class CoreMLPredictEncoderRunner:
         return torch.from_numpy(np.asarray(self.model.predict(feeds)["embedding"], dtype=np.float32))[0]
 
 
+class EagerCoreMLDecoderRunner:
+    """The Core ML decoder wrapper in eager PyTorch, fed the causal mask the device would build."""
+
+    def __init__(self, wrapper: CoreMLDecoder) -> None:
+        self.wrapper = wrapper
+
+    def reset(self) -> None:
+        self.wrapper.reset_cache()
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
+        return self.wrapper(input_ids, causal_mask(start_pos, input_ids.shape[1]))[0].float()
+
+
+def _decoder_feeds(input_ids: torch.Tensor, start_pos: int) -> dict[str, np.ndarray]:
+    mask = causal_mask(start_pos, input_ids.shape[1], torch.float16).numpy()
+    return {"input_ids": input_ids.numpy().astype(np.int32), "causal_mask": mask}
+
+
+class MilDecoderRunner:
+    """The saved stateful ML Program replayed in NumPy, its KV-cache states carried between calls."""
+
+    runtime = MilEncoderRunner.runtime
+
+    def __init__(self, path: Path) -> None:
+        self.executor = MilExecutor(path)
+        self.reset()
+
+    def reset(self) -> None:
+        self.states = {name: np.zeros(shape, np.float16) for name, shape in self.executor.state_shapes.items()}
+
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
+        (output,) = self.executor.run(_decoder_feeds(input_ids, start_pos), self.states).values()
+        return torch.from_numpy(output.astype(np.float32))[0]
+
+
+class CoreMLPredictDecoderRunner:
+    """The real Core ML runtime with an MLState for the KV cache, on macOS."""
+
+    runtime = CoreMLPredictEncoderRunner.runtime
+
+    def __init__(self, path: Path) -> None:
+        self.model = _coremltools().models.MLModel(str(path))
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.model.make_state()
+
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
+        output = self.model.predict(_decoder_feeds(input_ids, start_pos), state=self.state)["logits"]
+        return torch.from_numpy(np.asarray(output, dtype=np.float32))[0]
+
+
 def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) -> int:
     """Give each weight of `module` the artifact's own (decompressed) version: the constant of the same
     shape nearest to it. Returns how many tensors were replaced."""
@@ -157,16 +212,63 @@ def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) 
     return replaced
 
 
+# Normalisation statistics stay in fp32: SmolLM2's residual stream reaches 2.3e4, so its mean square
+# (5e8) overflows fp16 and RMSNorm zeroes the layer. The rest of the network is fine in fp16.
+FP32_OPS = frozenset({"pow", "reduce_mean", "rsqrt", "sqrt"})
+
+
+def _keeps_fp16(op: Any) -> bool:
+    """False for the statistics ops and for any op fed by one (the `variance + eps` add)."""
+    if op.op_type in FP32_OPS:
+        return False
+    producers = (getattr(var, "op", None) for var in op.inputs.values() if not isinstance(var, list | tuple))
+    return not any(p is not None and p.op_type in FP32_OPS for p in producers)
+
+
+def _compute_precision(ct: Any, scheme: str) -> Any:
+    if scheme == "fp32":
+        return ct.precision.FLOAT32
+    return ct.transform.FP16ComputePrecision(op_selector=_keeps_fp16)
+
+
+def _encoder_interface(ct: Any, encoder: CoreMLEncoder) -> dict[str, Any]:
+    example = torch.ones((1, _EXAMPLE_TOKENS), dtype=torch.long)
+    length = ct.RangeDim(lower_bound=2, upper_bound=encoder.max_context, default=_EXAMPLE_TOKENS)
+    return {
+        "example": (example, example),
+        "inputs": [ct.TensorType(name, shape=(1, length), dtype=np.int32) for name in ("input_ids", "attention_mask")],
+        "outputs": [ct.TensorType("embedding")],
+    }
+
+
+def _decoder_interface(ct: Any, decoder: CoreMLDecoder) -> dict[str, Any]:
+    """Flexible query and cache lengths, so one function serves prefill and decode; the cache is state."""
+    example = (torch.ones((1, _EXAMPLE_TOKENS), dtype=torch.long), causal_mask(0, _EXAMPLE_TOKENS))
+    query = ct.RangeDim(lower_bound=1, upper_bound=decoder.max_context, default=1)
+    end = ct.RangeDim(lower_bound=1, upper_bound=decoder.max_context, default=1)
+    states = [
+        ct.StateType(wrapped_type=ct.TensorType(shape=tuple(buffer.shape), dtype=np.float16), name=name)
+        for name, buffer in (("keyCache", decoder.keyCache), ("valueCache", decoder.valueCache))
+    ]
+    return {
+        "example": example,
+        "inputs": [
+            ct.TensorType("input_ids", shape=(1, query), dtype=np.int32),
+            ct.TensorType("causal_mask", shape=(1, 1, query, end), dtype=np.float16),
+        ],
+        "outputs": [ct.TensorType("logits", dtype=np.float16)],
+        "states": states,
+    }
+
+
 class CoreMLBackend:
     name = "coreml"
     host_benchmark = False
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
-        if model.spec.task != "embeddings":
-            raise UserInputError(
-                "the Core ML backend converts embedding models in this version; stateful decoders come next. "
-                "Fix: use an ExecuTorch target (ios-xnnpack) for text generation"
-            )
+        if model.spec.task == "text-generation":
+            decoder = CoreMLDecoder(copy.deepcopy(model.module), options.max_context).eval()
+            return Prepared(module=decoder, runner=EagerCoreMLDecoderRunner(decoder))
         encoder = CoreMLEncoder(copy.deepcopy(model.module), model.spec, options.max_context).eval()
         return Prepared(module=encoder, runner=EagerEncoderRunner(encoder))
 
@@ -174,28 +276,32 @@ class CoreMLBackend:
         self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions, out_dir: Path
     ) -> Artifact:
         ct = _coremltools()
-        encoder = prepared.module
-        assert isinstance(encoder, CoreMLEncoder)
-        example = torch.ones((1, _EXAMPLE_TOKENS), dtype=torch.long)
-        length = ct.RangeDim(lower_bound=2, upper_bound=encoder.max_context, default=_EXAMPLE_TOKENS)
-        inputs = [ct.TensorType(name, shape=(1, length), dtype=np.int32) for name in ("input_ids", "attention_mask")]
-        ios18 = options.scheme in NEEDS_IOS18
+        wrapper = prepared.module
+        decoder = isinstance(wrapper, CoreMLDecoder)
+        ios18 = decoder or options.scheme in NEEDS_IOS18
+        interface = _decoder_interface(ct, wrapper) if decoder else _encoder_interface(ct, wrapper)
         with quiet(), torch.no_grad():
-            traced = torch.jit.trace(encoder, (example, example))
+            if decoder:
+                wrapper.reset_cache()
+            traced = torch.jit.trace(wrapper, interface.pop("example"))
+            if decoder:
+                wrapper.reset_cache()
             try:
                 mlmodel = ct.convert(
                     traced,
-                    inputs=inputs,
-                    outputs=[ct.TensorType("embedding")],
                     convert_to="mlprogram",
                     minimum_deployment_target=ct.target.iOS18 if ios18 else ct.target.iOS17,
-                    compute_precision=ct.precision.FLOAT32 if options.scheme == "fp32" else ct.precision.FLOAT16,
+                    compute_precision=_compute_precision(ct, options.scheme),
+                    **interface,
                 )
             except NotImplementedError as exc:  # coremltools names the torch op it cannot convert
                 raise UserInputError(
                     f"{model.spec.architecture} cannot be converted for {target.name!r}: {exc}"
                 ) from exc
-            mlmodel = _compress(mlmodel, options.scheme, options.quantize_embeddings)
+            # A table tied to the output projection is one tensor in the program: it is compressed with it.
+            tied = decoder and wrapper.model.lm_head.weight is wrapper.model.model.embed_tokens.weight
+            quantize_embeddings = options.quantize_embeddings or tied
+            mlmodel = _compress(mlmodel, options.scheme, quantize_embeddings)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.mlpackage"
         mlmodel.save(str(path))
@@ -204,14 +310,14 @@ class CoreMLBackend:
             "methods": [
                 {"name": "main", "inputs": info["inputs"], "outputs": info["outputs"], "states": info["states"]}
             ],
-            "metadata": {"specification_version": info["specification_version"], "max_length": encoder.max_context},
+            "metadata": {"specification_version": info["specification_version"], "max_length": wrapper.max_context},
         }
         return Artifact(
             target=target.name,
             backend=self.name,
             delegate=target.delegate,
             quantization=options.scheme,
-            quantize_embeddings=options.quantize_embeddings,
+            quantize_embeddings=quantize_embeddings,
             path=path,
             signature=signature,
             runtime_version=target.runtime.version,
@@ -222,14 +328,17 @@ class CoreMLBackend:
     def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:
         # Compression happens inside coremltools, so the eager reference takes the artifact's own weights:
         # the lowering gate then measures conversion and fp16 compute, and nothing of compression.
-        encoder = copy.deepcopy(prepared.module)
-        _nearest_weights(encoder, MilExecutor(artifact.path).constants)
-        return Prepared(module=encoder, runner=EagerEncoderRunner(encoder))  # type: ignore[arg-type]
+        wrapper = copy.deepcopy(prepared.module)
+        _nearest_weights(wrapper, MilExecutor(artifact.path).constants)
+        if isinstance(wrapper, CoreMLDecoder):
+            return Prepared(module=wrapper, runner=EagerCoreMLDecoderRunner(wrapper))
+        return Prepared(module=wrapper, runner=EagerEncoderRunner(wrapper))  # type: ignore[arg-type]
 
-    def host_runner(self, artifact: Artifact, model: Model) -> MilEncoderRunner | CoreMLPredictEncoderRunner | str:
+    def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
+        decoder = model.spec.task == "text-generation"
         if sys.platform == "darwin":
-            return CoreMLPredictEncoderRunner(artifact.path)
+            return CoreMLPredictDecoderRunner(artifact.path) if decoder else CoreMLPredictEncoderRunner(artifact.path)
         try:
-            return MilEncoderRunner(artifact.path)
+            return MilDecoderRunner(artifact.path) if decoder else MilEncoderRunner(artifact.path)
         except UnsupportedMilOp as exc:
             return f"Core ML predicts only on Apple platforms, and the NumPy replay cannot run this program: {exc}"

@@ -37,7 +37,15 @@ def _matmul(a: Args) -> np.ndarray:
         x = np.swapaxes(x, -1, -2)
     if bool(a.get("transpose_y", False)):
         y = np.swapaxes(y, -1, -2)
-    return np.matmul(x, y)
+    return _accumulate(np.matmul, x, y)
+
+
+def _accumulate(fn: Callable[..., np.ndarray], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """fp16 products accumulated in fp32, as Apple's GPU and Neural Engine do (and NumPy's fp16 matmul,
+    which has no BLAS, would be orders of magnitude slower)."""
+    if x.dtype == np.float16 or y.dtype == np.float16:
+        return fn(x.astype(np.float32), y.astype(np.float32)).astype(np.float16)
+    return fn(x, y)
 
 
 def _layer_norm(a: Args) -> np.ndarray:
@@ -67,19 +75,35 @@ def _gelu(a: Args) -> np.ndarray:
     return x / (1 + np.exp(-1.702 * x))  # SIGMOID_APPROXIMATION
 
 
-def _slice_by_index(a: Args) -> np.ndarray:
-    x, begin, end = a["x"], a["begin"], a["end"]
+def _index(a: Args) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """slice_by_index / slice_update arguments as NumPy slices, and the axes to squeeze."""
+    begin, end = a["begin"], a["end"]
     rank = len(begin)
     stride = a.get("stride", np.ones(rank, np.int32))
     begin_mask = a.get("begin_mask", np.zeros(rank, bool))
     end_mask = a.get("end_mask", np.zeros(rank, bool))
     squeeze = a.get("squeeze_mask", np.zeros(rank, bool))
-    index = tuple(
-        slice(None if begin_mask[i] else int(begin[i]), None if end_mask[i] else int(end[i]), int(stride[i]))
-        for i in range(rank)
-    )
-    out = x[index]
-    return out.squeeze(tuple(i for i in range(rank) if squeeze[i])) if np.any(squeeze) else out
+    slices = []
+    for i in range(rank):
+        start = None if begin_mask[i] else int(begin[i])
+        if squeeze[i]:  # a single index: `end` is not used
+            slices.append(slice(start or 0, (start or 0) + 1 if start != -1 else None))
+        else:
+            slices.append(slice(start, None if end_mask[i] else int(end[i]), int(stride[i])))
+    return tuple(slices), tuple(i for i in range(rank) if squeeze[i])
+
+
+def _slice_by_index(a: Args) -> np.ndarray:
+    index, squeezed = _index(a)
+    out = a["x"][index]
+    return out.squeeze(squeezed) if squeezed else out
+
+
+def _slice_update(a: Args) -> np.ndarray:
+    index, _ = _index(a)
+    out = a["x"].copy()
+    out[index] = np.reshape(a["update"], out[index].shape)
+    return out
 
 
 def _expand_dims(a: Args) -> np.ndarray:
@@ -102,7 +126,7 @@ def _l2_norm(x: np.ndarray, axis: tuple[int, ...] | None, keepdims: bool) -> np.
 
 
 OPS: dict[str, Callable[[Args], np.ndarray]] = {
-    "linear": lambda a: np.matmul(a["x"], a["weight"].T) + a.get("bias", 0),
+    "linear": lambda a: _accumulate(np.matmul, a["x"], a["weight"].T) + a.get("bias", 0),
     "matmul": _matmul,
     "add": lambda a: a["x"] + a["y"],
     "sub": lambda a: a["x"] - a["y"],
@@ -137,6 +161,10 @@ OPS: dict[str, Callable[[Args], np.ndarray]] = {
     "reduce_max": _reduce(np.max),
     "reduce_l2_norm": _reduce(_l2_norm),
     "identity": lambda a: a["x"],
+    "slice_update": _slice_update,
+    "range_1d": lambda a: np.arange(a["start"], a["end"], a["step"]),
+    "cos": lambda a: np.cos(a["x"]),
+    "sin": lambda a: np.sin(a["x"]),
     "abs": lambda a: np.abs(a["x"]),
     "floor": lambda a: np.floor(a["x"]),
     "square": lambda a: a["x"] * a["x"],
@@ -165,13 +193,17 @@ def load_program(path: Path) -> Any:
     )
 
 
+# Ops the executor handles itself: constants, and reads/writes of the model's state (its KV cache).
+_SPECIAL = {"const", "read_state", "coreml_update_state"}
+
+
 class MilExecutor:
     """Runs a program's `main` function on NumPy inputs; unsupported ops are named up front."""
 
     def __init__(self, path: Path) -> None:
         self.function = load_program(path).functions["main"]
         ops = {op.op_type for op in self.function.operations}
-        missing = sorted(t for t in ops if t not in OPS and t != "const" and not t.startswith("constexpr_"))
+        missing = sorted(t for t in ops if t not in OPS and t not in _SPECIAL and not t.startswith("constexpr_"))
         if missing:
             raise UnsupportedMilOp(f"no reference implementation for MIL op(s) {', '.join(missing)}")
         self._constants: dict[str, np.ndarray] = {}
@@ -185,13 +217,36 @@ class MilExecutor:
     def constants(self) -> dict[str, np.ndarray]:
         return self._constants
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    @property
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The program's states (e.g. keyCache, valueCache) and their shapes."""
+        from coremltools.converters.mil.mil import types
+
+        return {
+            name: tuple(var.sym_type.wrapped_type().get_shape())
+            for name, var in self.function.inputs.items()
+            if types.is_state(var.sym_type)
+        }
+
+    def run(self, feeds: dict[str, np.ndarray], states: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Run `main`; `states` (name -> array) is read and updated in place, as Core ML's MLState is."""
+        states = {} if states is None else states
+        with np.errstate(over="ignore", under="ignore"):  # fp16 overflows as the device does; gates judge it
+            return self._run(feeds, states)
+
+    def _run(self, feeds: dict[str, np.ndarray], states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = {**self._constants, **{k: np.asarray(v) for k, v in feeds.items()}}
         for op in self.function.operations:
             if op.outputs[0].name in self._constants:
                 continue
-            args = {name: _value(env, var) for name, var in op.inputs.items()}
-            result = np.asarray(OPS[op.op_type](args))
+            if op.op_type == "read_state":
+                env[op.outputs[0].name] = states[op.inputs["input"].name]
+                continue
+            args = {name: _value(env, var) for name, var in op.inputs.items() if name != "state"}
+            if op.op_type == "coreml_update_state":
+                states[op.inputs["state"].name] = result = np.asarray(args["value"])
+            else:
+                result = np.asarray(OPS[op.op_type](args))
             out = op.outputs[0]
             dtype = getattr(out.dtype, "__name__", "")
             env[out.name] = result.astype(_DTYPES[dtype]) if dtype in ("fp16", "fp32") else result
