@@ -143,33 +143,43 @@ def targets() -> None:
 @app.command()
 @_friendly
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A .pte file, or a bundle folder with manifest.json.")],
+    path: Annotated[Path, typer.Argument(help="A .pte file, a .mlpackage, or a bundle folder with manifest.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Show an artifact's methods, inputs/outputs, metadata, size and delegated vs non-delegated ops.
+    """Show an artifact's methods, inputs/outputs (and states), metadata, size and operators.
 
     Example: slmpack inspect dist/smolchat-0.1.0/artifacts/android-xnnpack/model.pte
     """
+    from builder import inspect_mlpackage
     from builder.inspect_pte import describe_pte, render_pte_info
 
-    files = _artifact_files(path)
-    infos = [describe_pte(f) for f in files]
+    described: list[dict[str, Any]] = []
+    for file in _artifact_files(path):
+        if file.suffix == ".mlpackage":
+            info = inspect_mlpackage.describe(file)
+            if not as_json:
+                inspect_mlpackage.render(info, console)
+        else:
+            pte = describe_pte(file)
+            info = pte.to_dict()
+            if not as_json:
+                render_pte_info(pte, console)
+        described.append(info)
     if as_json:
-        print(json.dumps([i.to_dict() for i in infos], indent=2, default=str))
-        return
-    for info in infos:
-        render_pte_info(info, console)
+        print(json.dumps(described, indent=2, default=str))
 
 
 def _artifact_files(path: Path) -> list[Path]:
+    if path.suffix == ".mlpackage" and path.is_dir():
+        return [path]
     if path.is_dir():
         manifest = path / "manifest.json"
         if not manifest.is_file():
-            raise UserInputError(f"{path} has no manifest.json. Fix: pass a bundle folder or a .pte file")
+            raise UserInputError(f"{path} has no manifest.json. Fix: pass a bundle folder, a .pte or a .mlpackage")
         data = json.loads(manifest.read_text())
-        return [path / a["path"] for a in data["artifacts"] if a["backend"] == "executorch"]
+        return [path / a["path"] for a in data["artifacts"]]
     if not path.is_file():
-        raise UserInputError(f"{path} not found. Fix: pass a .pte file or a bundle folder")
+        raise UserInputError(f"{path} not found. Fix: pass a .pte file, a .mlpackage or a bundle folder")
     return [path]
 
 

@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from builder.backends import coreml_mil
 from builder.backends.base import Artifact, LoweringOptions, Prepared
-from builder.backends.coreml import CoreMLBackend, MilDecoderRunner, MilEncoderRunner, describe_mlpackage
-from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp
+from builder.backends.coreml import CoreMLBackend, MilDecoderRunner, MilEncoderRunner
+from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp, describe_mlpackage
 from builder.bundle import sha256_of
+from builder.cli import app
 from builder.models import load_model
 from builder.models.base import Model
 from builder.recipe import EvalSection
@@ -140,6 +142,12 @@ def test_coreml_bundle(tmp_path: Path) -> None:
     replayed = MilEncoderRunner(package).embed(ids, torch.ones_like(ids))
     assert np.allclose(replayed.numpy(), golden["embedding"], atol=1e-5)
     assert not (bundle / "android").exists()
+    inspected = CliRunner().invoke(app, ["inspect", str(bundle), "--json"])
+    assert inspected.exit_code == 0, inspected.output
+    (info,) = json.loads(inspected.output)
+    assert info["inputs"][0]["name"] == "input_ids" and info["operators"]["constexpr_affine_dequantize"] > 0
+    table = CliRunner().invoke(app, ["inspect", str(package)])
+    assert table.exit_code == 0 and "compressed weight tensors" in table.output
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from builder.cli import app
 
-COMMANDS = ["build", "run", "inspect", "targets", "doctor"]
+COMMANDS = ["build", "run", "inspect", "render", "targets", "doctor"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from builder.backends.base import Artifact, LoweringOptions, Prepared, Runner
-from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp
+from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp, coremltools_quietly, describe_mlpackage
 from builder.backends.executorch_runners import EagerEncoderRunner
 from builder.errors import UserInputError
 from builder.models.base import Model
@@ -31,14 +30,6 @@ BLOCK_SIZE = 32
 # in the other schemes run on the target's minimum (17).
 NEEDS_IOS18 = {"w4"}
 _EXAMPLE_TOKENS = 8
-
-
-def _coremltools() -> Any:
-    """coremltools, imported without the version warnings it prints about torch and scikit-learn."""
-    with quiet():
-        import coremltools
-
-    return coremltools
 
 
 def _optimization_config(scheme: str, quantize_embeddings: bool) -> Any:
@@ -71,35 +62,7 @@ def _compress(mlmodel: Any, scheme: str, quantize_embeddings: bool) -> Any:
     return linear_quantize_weights(mlmodel, config)
 
 
-def _feature(description: Any) -> dict[str, Any]:
-    """One input/output of the model spec: name, dtype and shape, with flexible dimensions as [lo, hi]."""
-    array = description.type.multiArrayType
-    dtypes = {65568: "float32", 65552: "float16", 131104: "int32"}
-    shape: list[Any] = list(array.shape)
-    ranges = array.shapeRange.sizeRanges
-    if ranges:
-        shape = [d.lowerBound if d.lowerBound == d.upperBound else [d.lowerBound, d.upperBound] for d in ranges]
-    return {"name": description.name, "dtype": dtypes.get(array.dataType, str(array.dataType)), "shape": shape}
-
-
-def describe_mlpackage(path: Path) -> dict[str, Any]:
-    """What can be checked without a Core ML runtime: spec version, inputs/outputs, op histogram, compression."""
-    from builder.backends.coreml_mil import load_program
-
-    spec = _coremltools().models.MLModel(str(path), skip_model_load=True).get_spec()
-    operations = load_program(path).functions["main"].operations
-    histogram = Counter(op.op_type for op in operations)
-    return {
-        "specification_version": spec.specificationVersion,
-        "inputs": [_feature(d) for d in spec.description.input],
-        "outputs": [_feature(d) for d in spec.description.output],
-        "states": [s.name for s in spec.description.state],
-        "operators": dict(sorted(histogram.items())),
-        "compressed_weights": sum(n for t, n in histogram.items() if t.startswith("constexpr_")),
-    }
-
-
-def _feeds(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, np.ndarray]:
+def _encoder_feeds(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, np.ndarray]:
     return {"input_ids": input_ids.numpy().astype(np.int32), "attention_mask": attention_mask.numpy().astype(np.int32)}
 
 
@@ -112,11 +75,7 @@ class MilEncoderRunner:
         self.executor = MilExecutor(path)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feeds = {
-            "input_ids": input_ids.numpy().astype(np.int32),
-            "attention_mask": attention_mask.numpy().astype(np.int32),
-        }
-        (output,) = self.executor.run(feeds).values()
+        (output,) = self.executor.run(_encoder_feeds(input_ids, attention_mask)).values()
         return torch.from_numpy(output.astype(np.float32))[0]
 
 
@@ -126,14 +85,11 @@ class CoreMLPredictEncoderRunner:
     runtime = "coreml: Core ML on macOS"
 
     def __init__(self, path: Path) -> None:
-        self.model = _coremltools().models.MLModel(str(path))
+        self.model = coremltools_quietly().models.MLModel(str(path))
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feeds = {
-            "input_ids": input_ids.numpy().astype(np.int32),
-            "attention_mask": attention_mask.numpy().astype(np.int32),
-        }
-        return torch.from_numpy(np.asarray(self.model.predict(feeds)["embedding"], dtype=np.float32))[0]
+        output = self.model.predict(_encoder_feeds(input_ids, attention_mask))["embedding"]
+        return torch.from_numpy(np.asarray(output, dtype=np.float32))[0]
 
 
 class EagerCoreMLDecoderRunner:
@@ -178,7 +134,7 @@ class CoreMLPredictDecoderRunner:
     runtime = CoreMLPredictEncoderRunner.runtime
 
     def __init__(self, path: Path) -> None:
-        self.model = _coremltools().models.MLModel(str(path))
+        self.model = coremltools_quietly().models.MLModel(str(path))
         self.reset()
 
     def reset(self) -> None:
@@ -275,7 +231,7 @@ class CoreMLBackend:
     def lower(
         self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions, out_dir: Path
     ) -> Artifact:
-        ct = _coremltools()
+        ct = coremltools_quietly()
         wrapper = prepared.module
         decoder = isinstance(wrapper, CoreMLDecoder)
         ios18 = decoder or options.scheme in NEEDS_IOS18

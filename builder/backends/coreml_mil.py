@@ -1,5 +1,6 @@
-"""A NumPy reference executor for saved Core ML ML Programs: Core ML cannot predict off macOS, so on
-Linux the artifact's own program (ops, weights, compression) is replayed op by op to measure parity.
+"""A saved Core ML package without a Core ML runtime: its spec described, and a NumPy reference executor.
+Core ML cannot predict off Apple platforms, so on Linux the artifact's own program (ops, weights,
+compression, state) is replayed op by op to measure parity.
 
 The program is reloaded from the .mlpackage (not taken from the converter), so what is checked is what
 ships. Compressed weights (`constexpr_*` ops) are materialised with coremltools' own value inference.
@@ -9,11 +10,14 @@ Arithmetic follows each op's dtype: fp16 programs compute in fp16, as the device
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from builder.quiet import quiet
 
 _DTYPES = {
     "fp16": np.float16, "fp32": np.float32, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
@@ -181,12 +185,47 @@ OPS: dict[str, Callable[[Args], np.ndarray]] = {
 }
 
 
+def coremltools_quietly() -> Any:
+    """coremltools, imported without the version warnings it prints about torch and scikit-learn."""
+    with quiet():
+        import coremltools
+
+    return coremltools
+
+
+def _feature(description: Any) -> dict[str, Any]:
+    """One input/output of the model spec: name, dtype and shape, with flexible dimensions as [lo, hi]."""
+    array = description.type.multiArrayType
+    dtypes = {65568: "float32", 65552: "float16", 131104: "int32"}
+    shape: list[Any] = list(array.shape)
+    ranges = array.shapeRange.sizeRanges
+    if ranges:
+        shape = [d.lowerBound if d.lowerBound == d.upperBound else [d.lowerBound, d.upperBound] for d in ranges]
+    return {"name": description.name, "dtype": dtypes.get(array.dataType, str(array.dataType)), "shape": shape}
+
+
+def describe_mlpackage(path: Path) -> dict[str, Any]:
+    """What can be checked without a Core ML runtime: spec version, inputs/outputs, op histogram, compression."""
+    from builder.backends.coreml_mil import load_program
+
+    spec = coremltools_quietly().models.MLModel(str(path), skip_model_load=True).get_spec()
+    operations = load_program(path).functions["main"].operations
+    histogram = Counter(op.op_type for op in operations)
+    return {
+        "specification_version": spec.specificationVersion,
+        "inputs": [_feature(d) for d in spec.description.input],
+        "outputs": [_feature(d) for d in spec.description.output],
+        "states": [s.name for s in spec.description.state],
+        "operators": dict(sorted(histogram.items())),
+        "compressed_weights": sum(n for t, n in histogram.items() if t.startswith("constexpr_")),
+    }
+
+
 def load_program(path: Path) -> Any:
     """The ML Program inside a saved .mlpackage, as MIL (no Core ML runtime needed)."""
-    import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 
-    model = ct.models.MLModel(str(path), skip_model_load=True)
+    model = coremltools_quietly().models.MLModel(str(path), skip_model_load=True)
     spec = model.get_spec()
     return milproto_load(
         model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir
