@@ -7,6 +7,7 @@ compressed weights included) is replayed op by op, and these tests prove that re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -101,18 +102,27 @@ def test_an_op_without_a_reference_is_named_not_guessed(
     assert isinstance(reason, str) and "softmax" in reason and "Apple platforms" in reason
 
 
-def test_gate_catches_a_wrongly_converted_program(tiny_bert: Model, text: str, tmp_path: Path) -> None:
-    """Convert with the embedding table off by one row (a classic indexing bug): the gate must fail."""
+def _lower_with_rolled_table(
+    model: Model, scheme: str, max_context: int, out: Path, table_of: Callable[[torch.nn.Module], torch.Tensor]
+) -> tuple[CoreMLBackend, Prepared, Artifact]:
+    """Lower with the token table off by one row (a classic indexing bug); the eager model keeps it right."""
     backend = CoreMLBackend()
-    options = LoweringOptions(scheme="fp16", quantize_embeddings=False, max_context=64)
-    prepared = backend.prepare(tiny_bert, options)
-    table = prepared.module.model.embeddings.word_embeddings.weight
+    options = LoweringOptions(scheme=scheme, quantize_embeddings=False, max_context=max_context)
+    prepared = backend.prepare(model, options)
+    table = table_of(prepared.module)
     original = table.detach().clone()
     with torch.no_grad():
         table.copy_(torch.roll(original, 1, dims=0))
-    artifact = backend.lower(prepared, tiny_bert, TARGET, options, tmp_path)
+    artifact = backend.lower(prepared, model, TARGET, options, out)
     with torch.no_grad():
         table.copy_(original)
+    return backend, prepared, artifact
+
+
+def test_gate_catches_a_wrongly_converted_program(tiny_bert: Model, text: str, tmp_path: Path) -> None:
+    backend, prepared, artifact = _lower_with_rolled_table(
+        tiny_bert, "fp16", 64, tmp_path, lambda m: m.model.embeddings.word_embeddings.weight
+    )
     runner = backend.host_runner(artifact, tiny_bert)
     reference = backend.reference(prepared, artifact)
     result = validate_encoder(tiny_bert, reference, runner, text, EvalSection(), "fp16", "test")
@@ -196,18 +206,11 @@ def test_decoder_replay_carries_the_cache_between_calls(tiny_llama: Model, tmp_p
 
 
 def test_decoder_gate_catches_a_wrong_program(tiny_llama: Model, text: str, tmp_path: Path) -> None:
-    """Convert with the token table off by one row (tied to the output layer, so both shift): the gate fails.
-    fp32, whose gate is the logit difference: a random tiny model's near-uniform logits hide it from KL."""
-    backend = CoreMLBackend()
-    options = LoweringOptions(scheme="fp32", quantize_embeddings=False, max_context=128)
-    prepared = backend.prepare(tiny_llama, options)
-    table = prepared.module.model.model.embed_tokens.weight
-    original = table.detach().clone()
-    with torch.no_grad():
-        table.copy_(torch.roll(original, 1, dims=0))
-    artifact = backend.lower(prepared, tiny_llama, TARGET, options, tmp_path)
-    with torch.no_grad():
-        table.copy_(original)
+    """The table is tied to the output layer, so both shift. fp32, whose gate is the logit difference: a
+    random tiny model's near-uniform logits hide it from KL."""
+    backend, prepared, artifact = _lower_with_rolled_table(
+        tiny_llama, "fp32", 128, tmp_path, lambda m: m.model.model.embed_tokens.weight
+    )
     limits = EvalSection(windows=1, window_tokens=32, decode_steps=4)
     runner = backend.host_runner(artifact, tiny_llama)
     result = validate_decoder(tiny_llama, backend.reference(prepared, artifact), runner, text, limits, "fp32", "t")
