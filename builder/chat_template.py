@@ -16,7 +16,6 @@ from transformers import PreTrainedTokenizerBase
 
 from builder.errors import UserInputError
 
-ROLES = ("system", "user", "assistant")
 # Probe contents: unlikely in any template, distinct per message, so the text between them is template.
 _PROBE = "\u2063{}\u2063probe{}\u2063"
 

@@ -71,8 +71,8 @@ class MilEncoderRunner:
 
     runtime = "coreml: NumPy replay of the saved ML Program (Core ML predicts only on Apple platforms)"
 
-    def __init__(self, path: Path) -> None:
-        self.executor = MilExecutor(path)
+    def __init__(self, path: Path, executor: MilExecutor | None = None) -> None:
+        self.executor = executor or MilExecutor(path)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         (output,) = self.executor.run(_encoder_feeds(input_ids, attention_mask)).values()
@@ -116,8 +116,8 @@ class MilDecoderRunner:
 
     runtime = MilEncoderRunner.runtime
 
-    def __init__(self, path: Path) -> None:
-        self.executor = MilExecutor(path)
+    def __init__(self, path: Path, executor: MilExecutor | None = None) -> None:
+        self.executor = executor or MilExecutor(path)
         self.reset()
 
     def reset(self) -> None:
@@ -145,14 +145,13 @@ class CoreMLPredictDecoderRunner:
         return torch.from_numpy(np.asarray(output, dtype=np.float32))[0]
 
 
-def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) -> int:
+def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) -> None:
     """Give each weight of `module` the artifact's own (decompressed) version: the constant of the same
-    shape nearest to it. Returns how many tensors were replaced."""
+    shape nearest to it."""
     by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
     for value in constants.values():
         if value.dtype.kind == "f" and value.ndim >= 1:
             by_shape.setdefault(tuple(value.shape), []).append(value)
-    replaced = 0
     with torch.no_grad():
         for param in module.parameters():
             candidates = by_shape.get(tuple(param.shape), [])
@@ -164,8 +163,6 @@ def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) 
             scale = float(np.abs(own).mean()) or 1.0
             if distances[best] <= 0.25 * scale:  # a compressed copy of this tensor, not another one
                 param.copy_(torch.from_numpy(candidates[best].astype(np.float32)))
-                replaced += 1
-    return replaced
 
 
 # Normalisation statistics stay in fp32: SmolLM2's residual stream reaches 2.3e4, so its mean square
@@ -220,6 +217,15 @@ def _decoder_interface(ct: Any, decoder: CoreMLDecoder) -> dict[str, Any]:
 class CoreMLBackend:
     name = "coreml"
     host_benchmark = False
+
+    def __init__(self) -> None:
+        # One replay per artifact: the runner and the reference share its decompressed weights.
+        self._executors: dict[Path, MilExecutor] = {}
+
+    def _executor(self, path: Path) -> MilExecutor:
+        if path not in self._executors:
+            self._executors[path] = MilExecutor(path)
+        return self._executors[path]
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         if model.spec.task == "text-generation":
@@ -285,7 +291,7 @@ class CoreMLBackend:
         # Compression happens inside coremltools, so the eager reference takes the artifact's own weights:
         # the lowering gate then measures conversion and fp16 compute, and nothing of compression.
         wrapper = copy.deepcopy(prepared.module)
-        _nearest_weights(wrapper, MilExecutor(artifact.path).constants)
+        _nearest_weights(wrapper, self._executor(artifact.path).constants)
         if isinstance(wrapper, CoreMLDecoder):
             return Prepared(module=wrapper, runner=EagerCoreMLDecoderRunner(wrapper))
         return Prepared(module=wrapper, runner=EagerEncoderRunner(wrapper))  # type: ignore[arg-type]
@@ -295,6 +301,8 @@ class CoreMLBackend:
         if sys.platform == "darwin":
             return CoreMLPredictDecoderRunner(artifact.path) if decoder else CoreMLPredictEncoderRunner(artifact.path)
         try:
-            return MilDecoderRunner(artifact.path) if decoder else MilEncoderRunner(artifact.path)
+            executor = self._executor(artifact.path)
         except UnsupportedMilOp as exc:
             return f"Core ML predicts only on Apple platforms, and the NumPy replay cannot run this program: {exc}"
+        runner = MilDecoderRunner if decoder else MilEncoderRunner
+        return runner(artifact.path, executor)

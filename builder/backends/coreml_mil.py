@@ -204,13 +204,22 @@ def _feature(description: Any) -> dict[str, Any]:
     return {"name": description.name, "dtype": dtypes.get(array.dataType, str(array.dataType)), "shape": shape}
 
 
+def _load_package(path: Path) -> tuple[Any, Any]:
+    """The spec and the ML Program (as MIL) of a saved .mlpackage, with no Core ML runtime."""
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+
+    model = coremltools_quietly().models.MLModel(str(path), skip_model_load=True)
+    spec = model.get_spec()
+    program = milproto_load(
+        model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir
+    )
+    return spec, program
+
+
 def describe_mlpackage(path: Path) -> dict[str, Any]:
     """What can be checked without a Core ML runtime: spec version, inputs/outputs, op histogram, compression."""
-    from builder.backends.coreml_mil import load_program
-
-    spec = coremltools_quietly().models.MLModel(str(path), skip_model_load=True).get_spec()
-    operations = load_program(path).functions["main"].operations
-    histogram = Counter(op.op_type for op in operations)
+    spec, program = _load_package(path)
+    histogram = Counter(op.op_type for op in program.functions["main"].operations)
     return {
         "specification_version": spec.specificationVersion,
         "inputs": [_feature(d) for d in spec.description.input],
@@ -221,17 +230,6 @@ def describe_mlpackage(path: Path) -> dict[str, Any]:
     }
 
 
-def load_program(path: Path) -> Any:
-    """The ML Program inside a saved .mlpackage, as MIL (no Core ML runtime needed)."""
-    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
-
-    model = coremltools_quietly().models.MLModel(str(path), skip_model_load=True)
-    spec = model.get_spec()
-    return milproto_load(
-        model_spec=spec, specification_version=spec.specificationVersion, file_weights_dir=model.weights_dir
-    )
-
-
 # Ops the executor handles itself: constants, and reads/writes of the model's state (its KV cache).
 _SPECIAL = {"const", "read_state", "coreml_update_state"}
 
@@ -240,21 +238,17 @@ class MilExecutor:
     """Runs a program's `main` function on NumPy inputs; unsupported ops are named up front."""
 
     def __init__(self, path: Path) -> None:
-        self.function = load_program(path).functions["main"]
+        self.function = _load_package(path)[1].functions["main"]
         ops = {op.op_type for op in self.function.operations}
         missing = sorted(t for t in ops if t not in OPS and t not in _SPECIAL and not t.startswith("constexpr_"))
         if missing:
             raise UnsupportedMilOp(f"no reference implementation for MIL op(s) {', '.join(missing)}")
-        self._constants: dict[str, np.ndarray] = {}
+        # Weights, compressed ones decompressed exactly as Core ML does, once.
+        self.constants: dict[str, np.ndarray] = {}
         for op in self.function.operations:
             if op.op_type == "const" or op.op_type.startswith("constexpr_"):
-                # Compressed weights are decompressed exactly as Core ML does, once.
                 value = op.outputs[0].val if op.op_type == "const" else op.materialized_val_inference()
-                self._constants[op.outputs[0].name] = np.asarray(value)
-
-    @property
-    def constants(self) -> dict[str, np.ndarray]:
-        return self._constants
+                self.constants[op.outputs[0].name] = np.asarray(value)
 
     @property
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -274,9 +268,9 @@ class MilExecutor:
             return self._run(feeds, states)
 
     def _run(self, feeds: dict[str, np.ndarray], states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        env: dict[str, np.ndarray] = {**self._constants, **{k: np.asarray(v) for k, v in feeds.items()}}
+        env: dict[str, np.ndarray] = {**self.constants, **{k: np.asarray(v) for k, v in feeds.items()}}
         for op in self.function.operations:
-            if op.outputs[0].name in self._constants:
+            if op.outputs[0].name in self.constants:
                 continue
             if op.op_type == "read_state":
                 env[op.outputs[0].name] = states[op.inputs["input"].name]
