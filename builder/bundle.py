@@ -42,12 +42,15 @@ def _tokenizer_kind(model: Model) -> str:
     return "unknown"
 
 
-def _memory_estimate(model: Model, recipe: Recipe, bytes_: int, bench: BenchResult | None) -> dict[str, Any]:
+def _memory_estimate(
+    model: Model, recipe: Recipe, artifact: Artifact, bytes_: int, bench: BenchResult | None
+) -> dict[str, Any]:
     spec = model.spec
     kv = 0
     if spec.task == "text-generation":
         head_dim = spec.hidden_size // spec.num_heads
-        kv = 2 * spec.num_layers * recipe.model.max_context * spec.num_kv_heads * head_dim * 4
+        value_bytes = 2 if artifact.backend == "coreml" else 4  # Core ML keeps the cache in fp16 state tensors
+        kv = 2 * spec.num_layers * recipe.model.max_context * spec.num_kv_heads * head_dim * value_bytes
     return {
         "weights_mb": round(bytes_ / 2**20, 2),
         "kv_cache_mb": round(kv / 2**20, 2),
@@ -93,7 +96,7 @@ def manifest(
                 "golden": b.result.golden,
                 "validation": b.result.validation.to_json(),
                 "benchmark": b.benchmark.to_json() if b.benchmark else None,
-                "memory_estimate": _memory_estimate(model, recipe, size, b.benchmark),
+                "memory_estimate": _memory_estimate(model, recipe, b.artifact, size, b.benchmark),
             }
         )
     return {

@@ -216,3 +216,19 @@ def test_decoder_gate_catches_a_wrong_program(tiny_llama: Model, text: str, tmp_
     result = validate_decoder(tiny_llama, backend.reference(prepared, artifact), runner, text, limits, "fp32", "t")
     assert result.validation.status == "failed"
     assert "lowering_relative_diff" in (result.validation.reason or "")
+
+
+def test_memory_estimate_counts_the_fp16_cache_of_core_ml(tiny_llama: Model, tmp_path: Path) -> None:
+    from builder.bundle import _memory_estimate
+    from builder.recipe import load_recipe
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(recipe_text(max_context=8192))  # a cache of megabytes, so rounding does not blur it
+    loaded = load_recipe(recipe).recipe
+
+    def kv_mb(backend: str) -> float:
+        artifact = Artifact("t", backend, None, "fp16", False, tmp_path, {}, "1")
+        return _memory_estimate(tiny_llama, loaded, artifact, 0, None)["kv_cache_mb"]
+
+    assert kv_mb("executorch") == 4.0  # 2 (k, v) x 2 layers x 8192 positions x 2 heads x 16 dims x 4 bytes
+    assert kv_mb("coreml") == 2.0
