@@ -1,9 +1,10 @@
 """The Jinja2 environment every generated file is rendered with, and the tree renderer.
 
 Template folders mirror the folders they produce (copier style). In a path, `__package__` becomes the
-Kotlin/Swift package path and `__Class__` the typed class name. A file ending in `.j2` is rendered; one
-ending in `.decoder.j2` or `.encoder.j2` is rendered only for that kind of model; anything else is
-copied as it is.
+Kotlin package path, `__Module__` the Swift module and `__Class__` the typed class name. A file ending in
+`.j2` is rendered, anything else is copied as it is. Tags at the end of a name (before any `.j2`) limit
+a file to one kind of model (`.decoder`, `.encoder`) or runtime flavour (`.coreml`, `.executorch`); the
+tags are dropped from the name written.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from builder.paths import templates_dir
-from builder.render.escape import kotlin_string, shell_quote, xml_text
+from builder.render.escape import comment_text, kotlin_string, shell_quote, swift_string, xml_text
 
 
 def _human_bytes(n: int) -> str:
@@ -47,7 +49,9 @@ def environment(root: Path | None = None) -> jinja2.Environment:
         human_bytes=_human_bytes,
         num=_num,
         tojson_pretty=lambda v: json.dumps(v, indent=2, ensure_ascii=False),
+        comment=comment_text,
         kt=kotlin_string,
+        swift=swift_string,
         sh=shell_quote,
         xml=xml_text,
     )
@@ -58,35 +62,38 @@ def render(template: str, context: dict[str, Any], root: Path | None = None) -> 
     return environment(root).get_template(template).render(**context)
 
 
-_KIND_SUFFIXES = {"decoder": ".decoder.j2", "encoder": ".encoder.j2"}
+# Name tags: `X.swift.decoder.coreml.j2` is written as `X.swift`, only when both tags are active.
+TAGS = frozenset({"decoder", "encoder", "coreml", "executorch"})
 
 
-def _output_name(name: str, kind: str) -> str | None:
-    """The file name a template produces for this kind of model, or None when it is for the other kind."""
-    for other, suffix in _KIND_SUFFIXES.items():
-        if name.endswith(suffix):
-            return name.removesuffix(suffix) if other == kind else None
-    return name.removesuffix(".j2")
+def _output_name(name: str, active: Collection[str]) -> str | None:
+    """The file name a template produces, or None when one of its tags is not active."""
+    parts = name.removesuffix(".j2").split(".")
+    while len(parts) > 1 and parts[-1] in TAGS:
+        if parts.pop() not in active:
+            return None
+    return ".".join(parts)
 
 
 def render_tree(
     source: Path,
     dest: Path,
     context: dict[str, Any],
-    kind: str,
+    tags: Collection[str],
     names: dict[str, str],
     root: Path | None = None,
     skip: str | None = None,
 ) -> list[Path]:
-    """Render every template under `source` into `dest`; `names` maps path placeholders to values and
-    `skip` names a top-level folder rendered separately."""
+    """Render every template under `source` into `dest`; `tags` are the active name tags (the kind of
+    model, the runtime flavour), `names` maps path placeholders to values and `skip` names a top-level
+    folder rendered separately."""
     root = root or templates_dir()
     written = []
     for template in sorted(p for p in source.rglob("*") if p.is_file()):
         relative = template.relative_to(source)
         if skip and relative.parts[0] == skip:
             continue
-        name = _output_name(relative.name, kind)
+        name = _output_name(relative.name, tags)
         if name is None:
             continue
         parts = [*relative.parent.parts, name]

@@ -7,9 +7,7 @@ re-renders without a re-export.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ from builder.checksums import sha256_of
 from builder.errors import UserInputError
 from builder.paths import templates_dir
 from builder.render import render_tree
+from builder.render.files import link_or_copy
+from builder.render.tokenizer_settings import wordpiece_settings
 
 # Build tooling the generated Gradle files pin. The runtime library and its version come from the target.
 ANDROID_BUILD = {
@@ -64,49 +64,6 @@ def _check_manifest(data: dict[str, Any]) -> None:
         )
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
-    """Model files are large: a hard link costs no space where the file system allows one."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
-def wordpiece_settings(tokenizer_json: Path) -> dict[str, Any]:
-    """What the Kotlin WordPiece tokenizer needs; refuses tokenizers it would not reproduce exactly."""
-    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    model, normalizer = data.get("model", {}), data.get("normalizer") or {}
-    pre = (data.get("pre_tokenizer") or {}).get("type")
-    if model.get("type") != "WordPiece" or normalizer.get("type") != "BertNormalizer" or pre != "BertPreTokenizer":
-        raise UserInputError(
-            f"{tokenizer_json}: the Android wrapper's tokenizer reproduces BERT WordPiece tokenizers only "
-            f"(found model {model.get('type')}, normalizer {normalizer.get('type')}, pre-tokenizer {pre}). "
-            "Fix: use a BERT-family encoder tokenizer"
-        )
-    vocab = model["vocab"]
-    missing = [token for token in ("[CLS]", "[SEP]", model.get("unk_token", "[UNK]")) if token not in vocab]
-    if missing:
-        raise UserInputError(
-            f"{tokenizer_json}: the WordPiece vocabulary has no {missing[0]} token, which BERT-style encoders "
-            "frame every text with. Fix: use a BERT-family encoder tokenizer"
-        )
-    lowercase = bool(normalizer.get("lowercase", True))
-    strip_accents = normalizer.get("strip_accents")
-    return {
-        "lowercase": lowercase,
-        "strip_accents": lowercase if strip_accents is None else bool(strip_accents),
-        "clean_text": bool(normalizer.get("clean_text", True)),
-        "handle_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
-        "unk_token": model.get("unk_token", "[UNK]"),
-        "prefix": model.get("continuing_subword_prefix", "##"),
-        "max_input_chars_per_word": int(model.get("max_input_chars_per_word", 100)),
-        "cls_id": vocab["[CLS]"],
-        "sep_id": vocab["[SEP]"],
-        "vocab": [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])],
-    }
-
-
 def module_name(data: dict[str, Any], artifact: dict[str, Any]) -> str:
     return f"{data['package']['name']}-{artifact['target']}"
 
@@ -122,12 +79,12 @@ def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path
             f"{model_file} does not match its sha256 in {bundle / 'manifest.json'}. Fix: rebuild the bundle"
         )
     model_asset = "model" + model_file.suffix
-    _link_or_copy(model_file, assets_root / model_asset)
+    link_or_copy(model_file, assets_root / model_asset)
     assets = [{"name": model_asset, "sha256": artifact["sha256"], "bytes": artifact["bytes"]}]
     wordpiece = None
     if decoder:
         tokenizer_file = bundle / "tokenizer" / "tokenizer.json"
-        _link_or_copy(tokenizer_file, assets_root / "tokenizer.json")
+        link_or_copy(tokenizer_file, assets_root / "tokenizer.json")
         tokenizer_asset = "tokenizer.json"
     else:
         wordpiece = wordpiece_settings(bundle / "tokenizer" / "tokenizer.json")
@@ -195,10 +152,10 @@ def render_android(
         module = out / module_name(data, artifact)
         context = _module_context(data, artifact, bundle, module)
         names = {"__package__": context["android"]["package_path"], "__Class__": context["android"]["class_name"]}
-        render_tree(source / MODULE_TEMPLATE, module, context, kind, names, root)
+        render_tree(source / MODULE_TEMPLATE, module, context, {kind}, names, root)
         config = module / "src" / "main" / "assets" / context["android"]["asset_dir"] / "slmpack-config.json"
         config.write_text(_config_json(context), encoding="utf-8")
         modules.append(context["android"])
     project = {**data, "modules": modules, "build": ANDROID_BUILD}
-    render_tree(source, out, project, kind, {}, root, skip=MODULE_TEMPLATE)
+    render_tree(source, out, project, {kind}, {}, root, skip=MODULE_TEMPLATE)
     return modules
