@@ -7,21 +7,33 @@ after a template change, in seconds and without a re-export.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from builder.bundle import atomic_directory
 from builder.errors import UserInputError
 from builder.render.android import render_android
+from builder.render.ios import render_ios
+
+RENDERERS = {"android": render_android, "ios": render_ios}
+
+
+def render_packages(data: dict[str, Any], bundle: Path, templates: Path | None = None) -> list[dict[str, Any]]:
+    """Rewrite each platform's folder (`android/`, `ios/`) of `bundle`. All are rendered before any is
+    swapped into place, so a failure leaves every earlier rendering whole. Returns the packages written."""
+    written: list[dict[str, Any]] = []
+    with ExitStack() as swaps:
+        for platform, render in RENDERERS.items():
+            if any(a["platform"] == platform for a in data["artifacts"]):
+                staging = swaps.enter_context(atomic_directory(bundle / platform))
+                written += render(data, bundle, staging, templates)
+    return written
 
 
 def rerender(bundle: Path, templates: Path | None = None) -> list[dict[str, Any]]:
-    """Replace `bundle/android/` atomically with a fresh rendering; returns the modules written."""
+    """Replace the bundle's platform packages with a fresh rendering from its manifest."""
     manifest = bundle / "manifest.json"
     if not manifest.is_file():
         raise UserInputError(f"{bundle} has no manifest.json. Fix: pass a bundle folder written by slmpack build")
-    data = json.loads(manifest.read_text(encoding="utf-8"))
-    if not any(a["platform"] == "android" for a in data["artifacts"]):
-        return []
-    with atomic_directory(bundle / "android") as staging:
-        return render_android(data, bundle, staging, templates)
+    return render_packages(json.loads(manifest.read_text(encoding="utf-8")), bundle, templates)

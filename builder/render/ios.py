@@ -1,0 +1,201 @@
+"""Render the iOS Swift packages of a bundle from its manifest: one package per iOS target (DESIGN §6, §11).
+
+Each package is `ios/<Module>-<target>/`: Package.swift, the model and tokenizer as resources, the typed
+class, a pure-Swift tokenizer, XCTest tests against host golden data, a SwiftUI sample and the simulator
+and device-farm scripts. As for Android, everything comes from manifest.json and the files it points at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from builder.checksums import sha256_of
+from builder.errors import UserInputError
+from builder.paths import templates_dir
+from builder.render import render_tree
+from builder.render.files import link_or_copy
+from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
+
+PACKAGE_TEMPLATE = "__module__"
+SWIFT_TOOLS_VERSION = "5.10"
+# ExecuTorch's Swift package: binary xcframeworks published on a branch per release (DESIGN §9).
+EXECUTORCH_PACKAGE_URL = "https://github.com/pytorch/executorch"
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,63}$")
+# Names the generated Swift defines or imports: a module or class of the same name would not compile.
+RESERVED_NAMES = frozenset(
+    {
+        "ModelConfig", "ModelResources", "ChatTemplate", "ChatMessage", "Role", "StopStringFilter",
+        "GenerationOptions", "GenerationError", "Sampler", "SeededGenerator", "Float16Bits", "BPETokenizer",
+        "WordPieceTokenizer", "CoreMLDecoderSession", "CoreMLEncoderSession", "BenchmarkReport", "GoldenData",
+        "ContentView", "SampleApp", "Foundation", "CoreML", "XCTest", "SwiftUI", "Swift", "ExecuTorch",
+        "ExecuTorchLLM", "String", "Int", "Float", "Double", "Bool", "Array", "Dictionary", "Error", "URL",
+        "Data", "Bundle", "Task", "AsyncThrowingStream", "MLModel", "MLState", "MLMultiArray", "Module",
+        "Tensor", "Value", "TextRunner", "Config",
+    }
+)  # fmt: skip
+# A Swift package's platforms, by the iOS version the artifact needs; macOS lets `swift test` run the model.
+_MACOS_FOR_IOS = {"17": "14.0", "18": "15.0"}
+
+
+def _check_manifest(data: dict[str, Any]) -> None:
+    """The manifest may come from anywhere: what would break the generated Swift is re-checked here."""
+    package = data["package"]
+    for key in ("ios_module", "class_name"):
+        value = package[key]
+        if not _TYPE_NAME.match(value) or value in RESERVED_NAMES:
+            raise UserInputError(
+                f"manifest package.{key} {value!r} cannot be a Swift type name here (it must be a capitalised "
+                "identifier and not one the generated code uses). Fix: set package.{key} in the recipe"
+            )
+    generation, context = data["generation"], data["model"]["max_context"]
+    if data["model"]["task"] == "text-generation" and not 0 < generation["max_new_tokens"] < context:
+        raise UserInputError(
+            f"manifest generation.max_new_tokens {generation['max_new_tokens']} must be within 1 and "
+            f"model.max_context {context}. Fix: lower generation.max_new_tokens in the recipe"
+        )
+
+
+def package_name(data: dict[str, Any], artifact: dict[str, Any]) -> str:
+    return f"{data['package']['ios_module']}-{artifact['target']}"
+
+
+def _copy_model(source: Path, dest: Path) -> None:
+    """A `.mlpackage` is a folder: its files are linked one by one, as a `.pte` is."""
+    if source.is_dir():
+        shutil.copytree(source, dest, copy_function=link_or_copy)
+    else:
+        link_or_copy(source, dest)
+
+
+def _min_ios(artifact: dict[str, Any]) -> str:
+    major = artifact["min_os"].split(".")[0]
+    if major not in _MACOS_FOR_IOS:
+        raise UserInputError(
+            f"manifest artifact {artifact['target']!r} needs iOS {artifact['min_os']}, which this package "
+            f"generator does not know (it knows iOS {', '.join(sorted(_MACOS_FOR_IOS))}). Fix: rebuild the bundle"
+        )
+    return major
+
+
+def _encoder_shape(artifact: dict[str, Any]) -> tuple[int, int]:
+    """Longest input and embedding width, from the signature of either backend."""
+    signature = artifact["signature"]
+    metadata = signature["metadata"]
+    max_length = metadata.get("get_max_seq_len") or metadata["max_length"]
+    output = signature["methods"][0]["outputs"][0]
+    return int(max_length), int(metadata.get("get_embedding_dim") or output["shape"][-1])
+
+
+def _executorch_products(artifact: dict[str, Any], decoder: bool) -> list[str]:
+    """The products of ExecuTorch's Swift package the app links: the runtime, the LLM runner for decoders,
+    and the backends and kernels the target pins (DESIGN §11: a .pte loads only with its kernels)."""
+    return ["executorch", *(["executorch_llm"] if decoder else []), *artifact["runtime_kernels"]]
+
+
+def _package_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path, out: Path) -> dict[str, Any]:
+    package = data["package"]
+    decoder = data["model"]["task"] == "text-generation"
+    module = package["ios_module"]
+    resources = out / "Sources" / module / "Resources"
+    model_file = bundle / artifact["path"]
+    if not model_file.exists() or sha256_of(model_file) != artifact["sha256"]:
+        raise UserInputError(
+            f"{model_file} does not match its sha256 in {bundle / 'manifest.json'}. Fix: rebuild the bundle"
+        )
+    if model_file.suffix not in (".mlpackage", ".pte"):
+        raise UserInputError(
+            f"manifest artifact path {artifact['path']!r} is not a .mlpackage or .pte. Fix: rebuild the bundle"
+        )
+    model_resource = "model" + model_file.suffix
+    _copy_model(model_file, resources / model_resource)
+    tokenizer_json = bundle / "tokenizer" / "tokenizer.json"
+    if decoder:
+        tokenizer = {"kind": "bpe", **bpe_settings(tokenizer_json)}
+        link_or_copy(tokenizer_json, resources / "tokenizer.json")
+        tokenizer_resource = "tokenizer.json"
+    else:
+        settings = wordpiece_settings(tokenizer_json)
+        vocab = settings.pop("vocab")
+        tokenizer = {"kind": "wordpiece", **settings}
+        (resources / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
+        tokenizer_resource = "vocab.txt"
+    tokenizer_path = resources / tokenizer_resource
+    resource_files = [
+        {"name": model_resource, "sha256": artifact["sha256"], "bytes": artifact["bytes"]},
+        {"name": tokenizer_resource, "sha256": sha256_of(tokenizer_path), "bytes": tokenizer_path.stat().st_size},
+    ]
+    coreml = artifact["backend"] == "coreml"
+    min_ios = _min_ios(artifact)
+    max_length, embedding_dim = (0, 0) if decoder else _encoder_shape(artifact)
+    return {
+        **data,
+        "artifact": artifact,
+        "ios": {
+            "package": out.name,
+            "module": module,
+            "class_name": package["class_name"],
+            "decoder": decoder,
+            "flavour": "coreml" if coreml else "executorch",
+            "runtime": "Core ML" if coreml else f"ExecuTorch {artifact['runtime_version']}",
+            "swift_tools_version": SWIFT_TOOLS_VERSION,
+            "min_ios": min_ios,
+            "min_macos": _MACOS_FOR_IOS[min_ios],
+            "executorch_url": EXECUTORCH_PACKAGE_URL,
+            "executorch_branch": f"swiftpm-{artifact['runtime_version']}",
+            "executorch_products": [] if coreml else _executorch_products(artifact, decoder),
+            "model_resource": model_resource,
+            "tokenizer_resource": tokenizer_resource,
+            "resources": resource_files,
+            "tokenizer": tokenizer,
+            "max_length": max_length,
+            "embedding_dim": embedding_dim,
+        },
+    }
+
+
+def _config_json(context: dict[str, Any]) -> str:
+    """The runtime config shipped as a resource: the tokenizer's pipeline, and what the typed class bakes in."""
+    data, ios = context, context["ios"]
+    chat = data["model"].get("chat")
+    config = {
+        "schema": "slmpack.ios-config/1",
+        "class_name": ios["class_name"],
+        "task": data["model"]["task"],
+        "max_context": data["model"]["max_context"],
+        "eos_ids": data["model"]["eos_ids"],
+        "tokenizer": ios["tokenizer"],
+        "chat": {k: v for k, v in chat.items() if k != "samples"} if chat else None,  # samples are test data
+        "generation": data["generation"],
+        "resources": ios["resources"],
+        "runtime": ios["runtime"],
+    }
+    return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_ios(
+    data: dict[str, Any], bundle: Path, out: Path | None = None, templates: Path | None = None
+) -> list[dict[str, Any]]:
+    """Write `bundle/ios/` (or `out`): one Swift package per iOS artifact."""
+    entries = [a for a in data["artifacts"] if a["platform"] == "ios"]
+    if not entries:
+        return []
+    _check_manifest(data)
+    root = templates or templates_dir()
+    out = out or bundle / "ios"
+    kind = "decoder" if data["model"]["task"] == "text-generation" else "encoder"
+    packages = []
+    for artifact in entries:
+        folder = out / package_name(data, artifact)
+        context = _package_context(data, artifact, bundle, folder)
+        names = {"__Module__": context["ios"]["module"], "__Class__": context["ios"]["class_name"]}
+        tags = {kind, context["ios"]["flavour"]}
+        render_tree(root / "ios" / PACKAGE_TEMPLATE, folder, context, tags, names, root)
+        resources = folder / "Sources" / context["ios"]["module"] / "Resources"
+        (resources / "slmpack-config.json").write_text(_config_json(context), encoding="utf-8")
+        packages.append(context["ios"])
+    render_tree(root / "ios", out, {**data, "packages": packages}, {kind}, {}, root, skip=PACKAGE_TEMPLATE)
+    return packages
