@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.ios.toolchain import SwiftToolchain
+from tests.ios.toolchain import find_toolchain as find_swift_toolchain
+from tests.ios.toolchain import missing_reason as missing_swift_reason
+
 # Tests never touch a hub; the cache lives in the session's temp folder unless the caller set one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -105,3 +109,12 @@ def embedding_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code, output = build_cli(recipe, root / "dist")
     assert code == 0, output
     return root / "dist" / "tinysearch-0.1.0"
+
+
+@pytest.fixture(scope="session")
+def swift_toolchain() -> SwiftToolchain:
+    """The Swift 6 chroot from scripts/install-swift-toolchain.sh; tests that need it skip, with the reason, without."""
+    found = find_swift_toolchain()
+    if found is None:
+        pytest.skip(missing_swift_reason())
+    return found

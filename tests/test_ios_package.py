@@ -28,19 +28,11 @@ from builder.packages import rerender
 from builder.paths import templates_dir
 from builder.render.escape import swift_string
 from tests.conftest import build_cli, recipe_text
-from tests.ios.toolchain import STUBS_DIR, CommandResult, SwiftToolchain, find_toolchain, missing_reason
+from tests.ios.toolchain import STUBS_DIR, CommandResult, SwiftToolchain
 from tests.test_android_package import HOSTILE, _render, fixture_bundle
 
 SNAPSHOTS = Path(__file__).parent / "fixtures" / "snapshots"
 STUB_MODULES = ("CoreML", "ExecuTorch", "ExecuTorchLLM")
-
-
-@pytest.fixture(scope="module")
-def toolchain() -> SwiftToolchain:
-    found = find_toolchain()
-    if found is None:
-        pytest.skip(missing_reason())
-    return found
 
 
 def package_of(bundle: Path, target: str) -> Path:
@@ -182,28 +174,28 @@ def check_package(toolchain: SwiftToolchain, package: Path, module: str, skipped
 
 @pytest.mark.parametrize("target", ["ios-coreml", "ios-xnnpack"])
 def test_decoder_packages_type_check_pass_their_tests_and_lint(
-    toolchain: SwiftToolchain, target: str, tmp_path: Path
+    swift_toolchain: SwiftToolchain, target: str, tmp_path: Path
 ) -> None:
     bundle = rendered_bundle("decoder", tmp_path)
-    tests = check_package(toolchain, package_of(bundle, target), "TinyChat", skipped=2)
+    tests = check_package(swift_toolchain, package_of(bundle, target), "TinyChat", skipped=2)
     assert tests >= 20
 
 
 @pytest.mark.parametrize("target", ["ios-coreml", "ios-xnnpack"])
 def test_encoder_packages_type_check_pass_their_tests_and_lint(
-    toolchain: SwiftToolchain, target: str, tmp_path: Path
+    swift_toolchain: SwiftToolchain, target: str, tmp_path: Path
 ) -> None:
     bundle = rendered_bundle("encoder", tmp_path)
     module = json.loads((bundle / "manifest.json").read_text())["package"]["ios_module"]
-    tests = check_package(toolchain, package_of(bundle, target), module, skipped=2)
+    tests = check_package(swift_toolchain, package_of(bundle, target), module, skipped=2)
     assert tests >= 3
 
 
-def test_the_built_bundles_ios_package_passes_its_tests(toolchain: SwiftToolchain, chat_bundle: Path) -> None:
+def test_the_built_bundles_ios_package_passes_its_tests(swift_toolchain: SwiftToolchain, chat_bundle: Path) -> None:
     package = package_of(chat_bundle, "ios-xnnpack")
     resources = package / "Sources/TinyChat/Resources"
     assert (resources / "model.pte").read_bytes() == (chat_bundle / "artifacts/ios-xnnpack/model.pte").read_bytes()
-    tested = toolchain.test(package)
+    tested = swift_toolchain.test(package)
     assert tested.ok and executed(tested)[2] == 0, tested.output[-6000:]
 
 
@@ -216,7 +208,7 @@ def test_the_built_bundles_ios_package_passes_its_tests(toolchain: SwiftToolchai
     ],
 )  # fmt: skip
 def test_a_wrong_runtime_call_in_a_template_fails_the_type_check(
-    toolchain: SwiftToolchain, template: str, right: str, wrong: str, target: str, tmp_path: Path
+    swift_toolchain: SwiftToolchain, template: str, right: str, wrong: str, target: str, tmp_path: Path
 ) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(templates_dir(), templates)
@@ -226,7 +218,7 @@ def test_a_wrong_runtime_call_in_a_template_fails_the_type_check(
     source.write_text(text.replace(right, wrong))
     bundle = fixture_bundle("decoder", tmp_path)
     rerender(bundle, templates)
-    checked = type_check(toolchain, package_of(bundle, target), "TinyChat")
+    checked = type_check(swift_toolchain, package_of(bundle, target), "TinyChat")
     assert not checked.ok
     name = wrong.split("(")[0].split(".")[-1]
     assert any(name in line for line in checked.errors), checked.output[-4000:]
@@ -249,7 +241,7 @@ def _hex_test(module: str, values: Sequence[tuple[str, str, str]]) -> str:
     return "\n".join([*lines, "    }", "}", ""])
 
 
-def test_hostile_strings_cannot_inject_swift(toolchain: SwiftToolchain, tmp_path: Path) -> None:
+def test_hostile_strings_cannot_inject_swift(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     hostile = "|".join([*HOSTILE, 'swift \\(exit(1)) """ #"raw"# /* */'])
     stops = [*HOSTILE, "<|im_end|>"]
 
@@ -273,7 +265,7 @@ def test_hostile_strings_cannot_inject_swift(toolchain: SwiftToolchain, tmp_path
     values += [("preamble", "ModelConfig.chatTemplate!.preamble", hostile)]
     values += [(f"stop {i}", f"ModelConfig.stopStrings[{i}]", s) for i, s in enumerate(stops)]
     (package / "Tests/TinyChatTests/InjectionTests.swift").write_text(_hex_test("TinyChat", values))
-    tested = toolchain.run(package, ["test", "--filter", "InjectionTests|ChatTemplateTests"])
+    tested = swift_toolchain.run(package, ["test", "--filter", "InjectionTests|ChatTemplateTests"])
     assert tested.ok, tested.output[-6000:]
     tests, _, failures = executed(tested)
     assert tests >= 2 and failures == 0

@@ -27,7 +27,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from builder.errors import UserInputError
 from builder.paths import templates_dir
 from builder.render.tokenizer_settings import GPT2_PATTERN, bpe_settings, icu_pattern, wordpiece_settings
-from tests.ios.toolchain import SwiftToolchain, find_toolchain, missing_reason
+from tests.ios.toolchain import SwiftToolchain
 
 SOURCES = templates_dir() / "ios" / "__module__" / "Sources" / "__Module__"
 SWIFT_FILES = {
@@ -548,15 +548,7 @@ def _run_swift_tests(toolchain: SwiftToolchain, package: Path) -> str:
     return result.output
 
 
-@pytest.fixture(scope="module")
-def toolchain() -> SwiftToolchain:
-    found = find_toolchain()
-    if found is None:
-        pytest.skip(missing_reason())
-    return found
-
-
-def test_swift_tokenizers_match_tokenizers(toolchain: SwiftToolchain, tmp_path: Path) -> None:
+def test_swift_tokenizers_match_tokenizers(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     from builder.models.tiny import tiny_model_folder
 
     built = tmp_path / "built"
@@ -575,13 +567,13 @@ def test_swift_tokenizers_match_tokenizers(toolchain: SwiftToolchain, tmp_path: 
     emoji = [case for case in bpe[0]["cases"] if "🙂" in case["text"] and case["chunks"]]
     assert any("" in case["chunks"] for case in emoji)
     package = write_package(tmp_path / "TokenizerCheck", bpe, wordpiece, fixtures)
-    _run_swift_tests(toolchain, package)
-    lint = toolchain.format_lint(package, [f"Sources/Tokenizers/{name}" for name in SWIFT_FILES])
+    _run_swift_tests(swift_toolchain, package)
+    lint = swift_toolchain.format_lint(package, [f"Sources/Tokenizers/{name}" for name in SWIFT_FILES])
     assert lint.ok, lint.output
 
 
 @pytest.mark.slow
-def test_swift_tokenizers_match_real_models(toolchain: SwiftToolchain, tmp_path: Path) -> None:
+def test_swift_tokenizers_match_real_models(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     """SmolLM2-135M-Instruct's tokenizer as slmpack converts it from the GGUF, and all-MiniLM-L6-v2's."""
     from builder.models.builtin import load_builtin
 
@@ -595,7 +587,7 @@ def test_swift_tokenizers_match_real_models(toolchain: SwiftToolchain, tmp_path:
     bpe = [bpe_golden("smollm2", smollm2.tokenizer_dir / "tokenizer.json", texts, fixtures)]
     minilm_json = minilm.tokenizer_dir / "tokenizer.json"
     wordpiece = [wordpiece_golden("minilm", minilm_json, [*texts, *WORDPIECE_EXTRA_TEXTS], fixtures)]
-    output = _run_swift_tests(toolchain, write_package(tmp_path / "TokenizerCheck", bpe, wordpiece, fixtures))
+    output = _run_swift_tests(swift_toolchain, write_package(tmp_path / "TokenizerCheck", bpe, wordpiece, fixtures))
     print("\n".join(line for line in output.splitlines() if line.startswith(("load ", "encode "))))
 
 

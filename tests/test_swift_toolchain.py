@@ -52,14 +52,6 @@ XCTESTS = textwrap.dedent(
 SWIFT_FORMAT = '{ "version": 1, "indentation": { "spaces": 4 }, "lineLength": 120 }\n'
 
 
-@pytest.fixture(scope="module")
-def tc() -> SwiftToolchain:
-    toolchain = find_toolchain()
-    if toolchain is None:
-        pytest.skip(missing_reason())
-    return toolchain
-
-
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -87,51 +79,51 @@ def test_missing_toolchain_explains_how_to_install(tmp_path: Path, monkeypatch: 
     assert str(tmp_path / "swift" / "toolchain.env") in reason
 
 
-def test_a_package_builds_and_its_xctests_run(tc: SwiftToolchain, tmp_path: Path) -> None:
+def test_a_package_builds_and_its_xctests_run(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     package = _package(tmp_path / f"Tiny-{tmp_path.name}")
-    result = tc.build(package)
+    result = swift_toolchain.build(package)
     assert result.ok, result.output
     assert "Build complete!" in result.output
 
-    result = tc.test(package)
+    result = swift_toolchain.test(package)
     assert result.ok, result.output
     assert "Executed 1 test, with 0 failures" in result.output
 
-    failing = tc.test(_package(tmp_path / "Failing", expected=5))
+    failing = swift_toolchain.test(_package(tmp_path / "Failing", expected=5))
     assert not failing.ok
     assert "XCTAssertEqual failed" in failing.output
     assert "deliberate" in failing.output
     assert not (package / ".build").exists()  # the package itself is never built in place
-    assert _leftovers(tc, package) == []
+    assert _leftovers(swift_toolchain, package) == []
 
 
-def test_a_broken_package_fails_to_build(tc: SwiftToolchain, tmp_path: Path) -> None:
+def test_a_broken_package_fails_to_build(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     package = _package(tmp_path / "Broken", library=LIBRARY.replace("a + b", 'a + "b"'))
-    result = tc.build(package)
+    result = swift_toolchain.build(package)
     assert not result.ok
     source = package / "Sources" / "Tiny" / "Tiny.swift"
     assert any(line.startswith(f"{source}:4:") for line in result.errors), result.output  # host paths in output
     assert "cannot convert" in result.output or "no exact matches" in result.output, result.output
 
 
-def test_format_lint_reads_the_package_config(tc: SwiftToolchain, tmp_path: Path) -> None:
+def test_format_lint_reads_the_package_config(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     package = _package(tmp_path / "Tiny")
-    result = tc.format_lint(package)
+    result = swift_toolchain.format_lint(package)
     assert result.ok, result.output
 
     (package / ".swift-format").unlink()  # swift-format's default is 2-space indentation
-    result = tc.format_lint(package)
+    result = swift_toolchain.format_lint(package)
     assert not result.ok
     assert "[Indentation]" in result.output
 
 
-def test_extra_dirs_sit_next_to_the_package(tc: SwiftToolchain, tmp_path: Path) -> None:
+def test_extra_dirs_sit_next_to_the_package(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     """A check-only stub module: compiled to a .swiftmodule in the chroot, found through -I by swift build."""
     stubs = _write(tmp_path / "stubs" / "FakeKit.swift", "public struct Fake {\n    public init() {}\n}\n").parent
     package = _package(tmp_path / "Tiny", library=LIBRARY.replace("import Foundation", "import FakeKit"))
     _write(package / "Sources" / "Tiny" / "UsesFake.swift", "import FakeKit\n\npublic let fake = Fake()\n")
     emit_stub = ["swiftc", "-parse-as-library", "-emit-module", "-module-name", "FakeKit", "../stubs/FakeKit.swift"]
-    result = tc.run_commands(
+    result = swift_toolchain.run_commands(
         package,
         [
             [*emit_stub, "-emit-module-path", "../stubs/FakeKit.swiftmodule"],
@@ -143,11 +135,11 @@ def test_extra_dirs_sit_next_to_the_package(tc: SwiftToolchain, tmp_path: Path) 
     assert not (stubs / "FakeKit.swiftmodule").exists()  # built in the copy only
 
 
-def test_a_timeout_kills_the_run_and_cleans_up(tc: SwiftToolchain, tmp_path: Path) -> None:
+def test_a_timeout_kills_the_run_and_cleans_up(swift_toolchain: SwiftToolchain, tmp_path: Path) -> None:
     package = _package(tmp_path / f"Tiny-{tmp_path.name}")
     start = time.monotonic()
-    result = tc.run_commands(package, [["sh", "-c", "sleep 120 & sleep 120"]], timeout=3)
+    result = swift_toolchain.run_commands(package, [["sh", "-c", "sleep 120 & sleep 120"]], timeout=3)
     assert time.monotonic() - start < 30
     assert not result.ok
     assert "timed out after 3 s" in result.output
-    assert _leftovers(tc, package) == []
+    assert _leftovers(swift_toolchain, package) == []

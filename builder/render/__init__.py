@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from builder.errors import UserInputError
 from builder.paths import templates_dir
 from builder.render.escape import comment_text, kotlin_string, shell_quote, swift_string, xml_text
 
@@ -56,6 +57,16 @@ def environment(root: Path | None = None) -> jinja2.Environment:
         xml=xml_text,
     )
     return env
+
+
+def check_generation_limits(data: dict[str, Any]) -> None:
+    """A decoder's reply must fit its context; the manifest may come from anywhere, so this is re-checked."""
+    generation, context = data["generation"], data["model"]["max_context"]
+    if data["model"]["task"] == "text-generation" and not 0 < generation["max_new_tokens"] < context:
+        raise UserInputError(
+            f"manifest generation.max_new_tokens {generation['max_new_tokens']} must be within 1 and "
+            f"model.max_context {context}. Fix: lower generation.max_new_tokens in the recipe"
+        )
 
 
 def render(template: str, context: dict[str, Any], root: Path | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from builder.checksums import sha256_of
 from builder.errors import UserInputError
 from builder.paths import templates_dir
-from builder.render import render_tree
+from builder.render import check_generation_limits, render_tree
 from builder.render.files import link_or_copy
 from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
 
@@ -51,12 +51,7 @@ def _check_manifest(data: dict[str, Any]) -> None:
                 f"manifest package.{key} {value!r} cannot be a Swift type name here (it must be a capitalised "
                 "identifier and not one the generated code uses). Fix: set package.{key} in the recipe"
             )
-    generation, context = data["generation"], data["model"]["max_context"]
-    if data["model"]["task"] == "text-generation" and not 0 < generation["max_new_tokens"] < context:
-        raise UserInputError(
-            f"manifest generation.max_new_tokens {generation['max_new_tokens']} must be within 1 and "
-            f"model.max_context {context}. Fix: lower generation.max_new_tokens in the recipe"
-        )
+    check_generation_limits(data)
 
 
 def package_name(data: dict[str, Any], artifact: dict[str, Any]) -> str:

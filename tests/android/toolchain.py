@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.toolchain_env import read_env
+from tests.toolchain_env import toolchain_dir as shared_toolchain_dir
+
 STUBS_DIR = Path(__file__).resolve().parent / "stubs"
 INSTALL_COMMAND = "bash scripts/install-android-toolchain.sh"
 ENV_FILE_NAME = "toolchain.env"
@@ -49,19 +51,7 @@ CHECK_TIMEOUT_S = 300
 
 
 def toolchain_dir() -> Path:
-    """``$SLMPACK_TOOLCHAINS/android``, or ``<repo>/.toolchains/android`` when the variable is unset."""
-    base = os.environ.get("SLMPACK_TOOLCHAINS")
-    return (Path(base).resolve() if base else REPO_ROOT / ".toolchains") / "android"
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
+    return shared_toolchain_dir("android")
 
 
 def _problems() -> tuple[list[str], dict[str, str]]:
@@ -72,7 +62,7 @@ def _problems() -> tuple[list[str], dict[str, str]]:
             problems.append(f"'{tool}' is not on PATH (a JDK 17 is needed)")
     if not env_file.is_file():
         return [*problems, f"{env_file} does not exist"], {}
-    values = _read_env(env_file)
+    values = read_env(env_file)
     if values.get("SLMPACK_ANDROID_TOOLCHAIN_LAYOUT") != LAYOUT:
         problems.append(f"{env_file} was written by another version of the install script")
     for key in _KEYS:

@@ -27,7 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.toolchain_env import read_env
+from tests.toolchain_env import toolchain_dir as shared_toolchain_dir
+
 STUBS_DIR = Path(__file__).resolve().parent / "stubs"
 INSTALL_COMMAND = "bash scripts/install-swift-toolchain.sh"
 ENV_FILE_NAME = "toolchain.env"
@@ -42,19 +44,7 @@ LINT_PATHS = ("Package.swift", "Sources", "Tests")
 
 
 def toolchain_dir() -> Path:
-    """``$SLMPACK_TOOLCHAINS/swift``, or ``<repo>/.toolchains/swift`` when the variable is unset."""
-    base = os.environ.get("SLMPACK_TOOLCHAINS")
-    return (Path(base).resolve() if base else REPO_ROOT / ".toolchains") / "swift"
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
+    return shared_toolchain_dir("swift")
 
 
 def _swift_in(root: Path) -> bool:
@@ -77,7 +67,7 @@ def _problems() -> tuple[list[str], dict[str, str]]:
             problems.append(f"'{tool}' is not on PATH (util-linux, coreutils)")
     if not env_file.is_file():
         return [*problems, f"{env_file} does not exist"], {}
-    values = _read_env(env_file)
+    values = read_env(env_file)
     if values.get("SLMPACK_SWIFT_TOOLCHAIN_LAYOUT") != LAYOUT:
         problems.append(f"{env_file} was written by another version of the install script")
     for key in ("SWIFT_VERSION", "SWIFT_ROOT"):
