@@ -17,7 +17,13 @@ from builder.tools import tool_versions
 
 _PACKAGE = Path(__file__).resolve().parent
 # The code that decides what an artifact contains: editing it must invalidate cached artifacts.
-_EXPORT_CODE = ("tasks/*.py", "backends/base.py", "backends/executorch.py", "backends/coreml*.py")
+_EXPORT_CODE = (
+    "tasks/*.py",
+    "backends/base.py",
+    "backends/executorch.py",
+    "backends/executorch_delegates.py",
+    "backends/coreml*.py",
+)
 
 
 @functools.cache

@@ -212,6 +212,8 @@ def doctor() -> None:
         run_here = "yes" if lower else "no"
         if lower and t.backend == "coreml" and sys.platform != "darwin":
             run_here = "NumPy replay of the ML Program (Core ML itself needs macOS)"
+        elif lower and t.delegate == "coreml" and sys.platform != "darwin":
+            run_here = "NumPy replay of the delegated Core ML program (no CoreMLBackend off Apple platforms)"
         backends.add_row(t.name, pair, "yes" if lower else "no", run_here)
     console.print(backends)
 

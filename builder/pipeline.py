@@ -112,7 +112,7 @@ def _build_target(
             reference = backend.reference(prepared, artifact)
             result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime)
     bench = None
-    if settings.benchmark and not backend.host_benchmark:
+    if settings.benchmark and not backend.host_benchmark(artifact):
         progress.note(f"{target.name}: its runtime does not run on this host, so it has no host benchmark")
     elif settings.benchmark:
         with progress.stage(f"Benchmarking {label} on the host"):

@@ -14,15 +14,37 @@ from builder.errors import UserInputError
 from builder.generate import SamplerSettings, stream
 
 
+def _host_runnable(artifact: dict[str, Any]) -> bool:
+    """An ExecuTorch artifact whose delegate this host's runtime has (a Core ML delegate runs only on Apple)."""
+    from builder.backends.executorch import runtime_has_delegate
+    from builder.backends.executorch_delegates import DELEGATES
+
+    if artifact["backend"] != "executorch":
+        return False
+    delegate = DELEGATES.get(artifact.get("delegate") or "")
+    return delegate is None or runtime_has_delegate(delegate.backend_id)
+
+
+def _check_delegates_run_here(pte: Path) -> None:
+    from builder.backends.executorch import runtime_has_delegate
+    from builder.inspect_pte import describe_pte
+
+    backends = {b for m in describe_pte(pte).methods for b in m.delegated_calls}
+    missing = sorted(b for b in backends if not runtime_has_delegate(b))
+    if missing:
+        raise UserInputError(f"{pte} delegates to {', '.join(missing)}, which this host's ExecuTorch runtime lacks "
+                             "(Core ML runs only on Apple platforms). Fix: run an XNNPACK .pte here")  # fmt: skip
+
+
 def _pick_artifact(bundle: Path, target: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     manifest = json.loads((bundle / "manifest.json").read_text())
-    runnable = [a for a in manifest["artifacts"] if a["backend"] == "executorch"]
-    if target:
-        runnable = [a for a in runnable if a["target"] == target]
+    everywhere = [a for a in manifest["artifacts"] if _host_runnable(a)]
+    runnable = [a for a in everywhere if a["target"] == target] if target else everywhere
     if not runnable:
-        names = ", ".join(a["target"] for a in manifest["artifacts"])
-        raise UserInputError(f"{bundle}: no host-runnable artifact{f' for {target!r}' if target else ''}. "
-                             f"Fix: choose one of {names}")  # fmt: skip
+        names = ", ".join(a["target"] for a in everywhere)
+        fix = f"choose one of {names}" if names else "build a target whose runtime runs here (an XNNPACK one)"
+        raise UserInputError(f"{bundle}: no host-runnable artifact{f' for {target!r}' if target else ''} (Core ML "
+                             f"runs only on Apple platforms). Fix: {fix}")  # fmt: skip
     return manifest, runnable[0]
 
 
@@ -39,6 +61,7 @@ def run_artifact(
         pte = path
         if tokenizer_dir is None:
             raise UserInputError(f"{path}: a bare .pte needs --tokenizer FOLDER (the bundle's tokenizer/ folder)")
+        _check_delegates_run_here(pte)
     else:
         raise UserInputError(f"{path} is neither a bundle folder nor a .pte file. Fix: pass one of those")
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)

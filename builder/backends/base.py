@@ -88,12 +88,15 @@ class Prepared:
 
 class Backend(Protocol):
     name: str
-    host_benchmark: bool  # whether the artifact's runtime runs on this host, so it can be benchmarked
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared: ...
 
     def lower(self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions,
               out_dir: Path) -> Artifact: ...  # fmt: skip
+
+    def host_benchmark(self, artifact: Artifact) -> bool:
+        """Whether the artifact's real runtime runs on this host, so it can be benchmarked here."""
+        ...
 
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
         """A runner over the artifact in its real runtime, or the reason none can run on this OS."""

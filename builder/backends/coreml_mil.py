@@ -125,6 +125,19 @@ def _reduce(fn: Callable[..., np.ndarray]) -> Callable[[Args], np.ndarray]:
     return run
 
 
+def _gather_nd(a: Args) -> np.ndarray:
+    """x gathered at the index tuples in the last axis of `indices`; the first `batch_dims` axes pair up."""
+    x, indices = a["x"], a["indices"].astype(np.int64)
+    batch_dims = int(a.get("batch_dims", 0))
+    if batch_dims == 0:
+        return x[tuple(np.moveaxis(indices, -1, 0))]
+    batch = x.shape[:batch_dims]
+    flat_x = x.reshape((-1, *x.shape[batch_dims:]))
+    flat_i = indices.reshape((-1, *indices.shape[batch_dims:]))
+    out = np.stack([xi[tuple(np.moveaxis(ii, -1, 0))] for xi, ii in zip(flat_x, flat_i, strict=True)])
+    return out.reshape((*batch, *out.shape[1:]))
+
+
 def _l2_norm(x: np.ndarray, axis: tuple[int, ...] | None, keepdims: bool) -> np.ndarray:
     return np.sqrt((x.astype(np.float32) ** 2).sum(axis=axis, keepdims=keepdims)).astype(x.dtype)
 
@@ -141,6 +154,7 @@ OPS: dict[str, Callable[[Args], np.ndarray]] = {
     "pow": lambda a: np.power(a["x"], a["y"]),
     "sqrt": lambda a: np.sqrt(a["x"]),
     "rsqrt": lambda a: 1 / np.sqrt(a["x"] + a.get("epsilon", 0)),
+    "inverse": lambda a: 1 / (a["x"] + a.get("epsilon", np.asarray(1e-4, a["x"].dtype))),
     "exp": lambda a: np.exp(a["x"]),
     "tanh": lambda a: np.tanh(a["x"]),
     "sigmoid": lambda a: 1 / (1 + np.exp(-a["x"])),
@@ -157,6 +171,8 @@ OPS: dict[str, Callable[[Args], np.ndarray]] = {
     "squeeze": lambda a: np.squeeze(a["x"], _axes(a)) if a.get("axes") is not None else np.squeeze(a["x"]),
     "gather": lambda a: np.take(a["x"], a["indices"].astype(np.int64), axis=int(a.get("axis", 0))),
     "concat": lambda a: np.concatenate([np.atleast_1d(v) for v in a["values"]], axis=int(a["axis"])),
+    "stack": lambda a: np.stack(a["values"], axis=int(a["axis"])),
+    "gather_nd": _gather_nd,
     "tile": lambda a: np.tile(a["x"], [int(r) for r in a["reps"]]),
     "shape": lambda a: np.array(a["x"].shape, dtype=np.int32),
     "slice_by_index": _slice_by_index,

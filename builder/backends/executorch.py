@@ -1,4 +1,8 @@
-"""ExecuTorch backend: torchao quantization, torch.export, XNNPACK delegation, .pte, host runtime."""
+"""ExecuTorch backend: torchao quantization, torch.export, delegation (XNNPACK or Core ML), .pte, host runtime.
+
+The target's delegate picks the partitioner (builder.backends.executorch_delegates). A .pte whose delegate
+the host runtime lacks (Core ML on Linux) is validated by replaying its delegated Core ML program
+(builder.backends.executorch_coreml); the manifest's validation.runtime says which one ran."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from builder.backends.base import Artifact, LoweringOptions, Prepared
+from builder.backends.base import Artifact, LoweringOptions, Prepared, Runner
+from builder.backends.executorch_delegates import DELEGATES, Delegate, delegate_of, min_ios, partitioner
 from builder.backends.executorch_runners import (
     EagerDecoderRunner,
     EagerEncoderRunner,
@@ -23,12 +28,14 @@ from builder.quiet import quiet
 from builder.targets import Target
 from builder.tasks.causal_lm import ExportableDecoder, export_decoder
 from builder.tasks.embeddings import ExportableEncoder, export_encoder
+from builder.tasks.static_cache_decoder import StaticCacheDecoder
 
 GROUP_SIZE = 32
 
 
 def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None:
-    """Apply the scheme in place with torchao, the way XNNPACK's kernels consume it (DESIGN §4)."""
+    """Apply the scheme in place with torchao, the way the delegates consume it (DESIGN §4): dynamic-activation
+    schemes for XNNPACK's kernels, weight-only ones for Core ML's (each target lists the schemes it takes)."""
     from torchao.quantization.granularity import PerAxis, PerGroup
     from torchao.quantization.quant_api import (
         Int8DynamicActivationIntxWeightConfig,
@@ -48,11 +55,21 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
             IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
             lambda m, fqn: isinstance(m, nn.Embedding),
         )
-    if scheme == "fp32":
+    if scheme in ("fp32", "fp16"):
+        return  # fp16 is the delegate's compute precision (Core ML), not a weight format
+    if scheme == "palette4":
+        from torchao.prototype.quantization.codebook_coreml import CodebookWeightOnlyConfig
+
+        # One 16-entry k-means palette per weight tensor: Core ML's constexpr_lut_to_dense (iOS 18).
+        quantize_(module, CodebookWeightOnlyConfig(dtype=torch.uint4, block_size=[-1, -1]),
+                  lambda m, fqn: isinstance(m, nn.Linear))  # fmt: skip
         return
-    weight_dtype = {"a8w8": torch.int8, "a8w4": torch.int4}[scheme]
+    weight_dtype = {"a8w8": torch.int8, "a8w4": torch.int4, "w8": torch.int8, "w4": torch.int4}[scheme]
+    weight_only = scheme in ("w8", "w4")
 
     def config(granularity: Any) -> Any:
+        if weight_only:  # dequantize_affine, which the Core ML delegate turns into compressed constants
+            return IntxWeightOnlyConfig(weight_dtype=weight_dtype, granularity=granularity)
         # Symmetric weights: XNNPACK's int4 group kernels take no zero points (DESIGN §11).
         return Int8DynamicActivationIntxWeightConfig(
             weight_dtype=weight_dtype,
@@ -61,14 +78,14 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
         )
 
     def grouped(m: nn.Module) -> bool:
-        return scheme == "a8w4" and m.in_features % GROUP_SIZE == 0
+        return scheme in ("a8w4", "w4") and m.in_features % GROUP_SIZE == 0
 
     quantize_(module, config(PerGroup(GROUP_SIZE)), lambda m, fqn: isinstance(m, nn.Linear) and grouped(m))
-    # Per channel for a8w8, and for a8w4 layers whose width is not a multiple of the group size.
+    # Per channel for 8-bit schemes, and for 4-bit layers whose width is not a multiple of the group size.
     quantize_(module, config(PerAxis(0)), lambda m, fqn: isinstance(m, nn.Linear) and not grouped(m))
 
 
-def _metadata(model: Model, options: LoweringOptions) -> dict[str, Any]:
+def _metadata(model: Model, options: LoweringOptions, delegate: Delegate) -> dict[str, Any]:
     """Constant methods ExecuTorch's LLM runners (TextLLMRunner, Android LlmModule) read from the .pte."""
     spec = model.spec
     if spec.task == "embeddings":
@@ -84,7 +101,7 @@ def _metadata(model: Model, options: LoweringOptions) -> dict[str, Any]:
         "get_vocab_size": spec.vocab_size,
         "get_n_layers": spec.num_layers,
         "use_kv_cache": True,
-        "use_sdpa_with_kv_cache": True,
+        "use_sdpa_with_kv_cache": delegate.custom_llm_ops,
         "enable_dynamic_shape": True,
         "get_bos_id": spec.bos_id if spec.bos_id is not None else -1,
         "get_eos_ids": list(spec.eos_ids),
@@ -92,7 +109,7 @@ def _metadata(model: Model, options: LoweringOptions) -> dict[str, Any]:
 
 
 def _check_runtime_ops(info: PteInfo, target: Target) -> dict[str, Any]:
-    """Every op XNNPACK did not take must have a kernel in the runtime, else name it and the target."""
+    """Every op the delegate did not take must have a kernel in the runtime, else name it and the target."""
     from executorch.runtime import Runtime
 
     forward = next(m for m in info.methods if m.name == "forward")
@@ -107,9 +124,29 @@ def _check_runtime_ops(info: PteInfo, target: Target) -> dict[str, Any]:
     return {"delegated": forward.delegated_calls, "non_delegated": forward.operators}
 
 
+def runtime_has_delegate(backend_id: str) -> bool:
+    """Whether this host's ExecuTorch runtime has the delegate's backend (XNNPACK yes; Core ML only on Apple)."""
+    from executorch.runtime import Runtime
+
+    return bool(Runtime.get().backend_registry.is_available(backend_id))
+
+
+def _bind(prepared: Prepared, delegate: Delegate) -> Prepared:
+    """The prepared decoder in the form the delegate takes: for one without ExecuTorch's custom LLM ops
+    (Core ML), the same compressed model re-wrapped with a standard-op static cache. Done in place, once:
+    wrapping switches the model's attention, so the custom-op wrapper must not be used afterwards."""
+    if not delegate.custom_llm_ops and isinstance(prepared.module, ExportableDecoder):
+        wrapper = StaticCacheDecoder(prepared.module.model, prepared.module.max_context).eval()
+        prepared.module, prepared.runner = wrapper, EagerDecoderRunner(wrapper)  # type: ignore[arg-type]
+    return prepared
+
+
 class ExecuTorchBackend:
     name = "executorch"
-    host_benchmark = True
+
+    def host_benchmark(self, artifact: Artifact) -> bool:
+        # A Core ML delegate does not run in the ExecuTorch runtime off Apple platforms.
+        return runtime_has_delegate(delegate_of_artifact(artifact).backend_id)
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         module = copy.deepcopy(model.module).eval()
@@ -124,15 +161,14 @@ class ExecuTorchBackend:
     def lower(
         self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions, out_dir: Path
     ) -> Artifact:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
         from executorch.exir.passes import MemoryPlanningPass
 
-        if target.delegate != "xnnpack":
-            raise UserInputError(f"target {target.name!r}: delegate {target.delegate!r} is not supported yet")
+        delegate = delegate_of(target)
+        prepared = _bind(prepared, delegate)
         with quiet():
             try:
-                if isinstance(prepared.module, ExportableDecoder):
+                if isinstance(prepared.module, ExportableDecoder | StaticCacheDecoder):
                     prepared.module.reset_cache()
                     program = export_decoder(prepared.module)
                 else:
@@ -142,11 +178,12 @@ class ExecuTorchBackend:
                 raise UserInputError(
                     f"{model.spec.architecture} cannot be exported for target {target.name!r}: {first_line}"
                 ) from exc
+            declared_ranges = {str(symbol): bounds for symbol, bounds in program.range_constraints.items()}
             edge = to_edge_transform_and_lower(
                 {"forward": program},
-                partitioner=[XnnpackPartitioner()],
+                partitioner=[partitioner(target, options, declared_ranges)],
                 compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-                constant_methods=_metadata(model, options),
+                constant_methods=_metadata(model, options, delegate),
             )
             executorch_program = edge.to_executorch(
                 ExecutorchBackendConfig(
@@ -159,6 +196,11 @@ class ExecuTorchBackend:
         path = out_dir / "model.pte"
         path.write_bytes(executorch_program.buffer)
         info = describe_pte(path)
+        operators = _check_runtime_ops(info, target)
+        if delegate.name == "coreml":
+            from builder.backends.executorch_coreml import describe_coreml_delegates
+
+            operators["coreml_programs"] = describe_coreml_delegates(path)
         return Artifact(
             target=target.name,
             backend=self.name,
@@ -168,16 +210,37 @@ class ExecuTorchBackend:
             path=path,
             signature=_signature(info),
             runtime_version=target.runtime.version,
-            operators=_check_runtime_ops(info, target),
+            operators=operators,
+            min_os=min_ios(target, options.scheme),
         )
 
     def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:
-        return prepared  # torchao quantized the eager model before export: it already is the artifact's model
+        # torchao quantized the eager model before export: it already is the artifact's model, in the
+        # wrapper the artifact's delegate took.
+        return _bind(prepared, delegate_of_artifact(artifact))
 
-    def host_runner(self, artifact: Artifact, model: Model) -> PteDecoderRunner | PteEncoderRunner | str:
-        if model.spec.task == "embeddings":
-            return PteEncoderRunner(artifact.path)
-        return PteDecoderRunner(artifact.path)
+    def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
+        delegate = delegate_of_artifact(artifact)
+        decoder = model.spec.task == "text-generation"
+        if self.host_benchmark(artifact):
+            return PteDecoderRunner(artifact.path) if decoder else PteEncoderRunner(artifact.path)
+        if delegate.name != "coreml":
+            return f"the ExecuTorch runtime on this host has no {delegate.backend_id}, and no replay of it exists"
+        from builder.backends.executorch_coreml import ReplayDecoderRunner, ReplayEncoderRunner, UnreplayableProgram
+
+        try:
+            return ReplayDecoderRunner(artifact.path) if decoder else ReplayEncoderRunner(artifact.path)
+        except UnreplayableProgram as exc:
+            return (
+                "the ExecuTorch runtime on this host has no CoreMLBackend (Core ML runs only on Apple platforms), "
+                f"and the delegated program cannot be replayed in NumPy: {exc}"
+            )
+
+
+def delegate_of_artifact(artifact: Artifact) -> Delegate:
+    if artifact.delegate not in DELEGATES:
+        raise UserInputError(f"{artifact.path}: delegate {artifact.delegate!r} is unknown to this version of slmpack")
+    return DELEGATES[artifact.delegate]
 
 
 def _signature(info: PteInfo) -> dict[str, Any]:

@@ -130,9 +130,11 @@ class ExportableDecoder(nn.Module):
         self.cache.reset()
 
 
-def export_decoder(wrapper: ExportableDecoder) -> torch.export.ExportedProgram:
-    """Export with a dynamic sequence length so one method serves prefill and decode."""
-    seq = torch.export.Dim("seq_len", min=1, max=wrapper.max_context - 1)
+def export_decoder(wrapper: nn.Module) -> torch.export.ExportedProgram:
+    """Export a decoder wrapper (this module's, or a delegate's own) with `forward(input_ids, cache_position)`
+    and a `max_context` attribute."""
+    # A dynamic sequence length, so one method serves prefill and decode.
+    seq = torch.export.Dim("seq_len", min=1, max=int(wrapper.max_context) - 1)
     example_ids = torch.zeros((1, 3), dtype=torch.long)
     example_pos = torch.arange(3, dtype=torch.long)
     with torch.no_grad():
