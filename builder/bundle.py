@@ -84,6 +84,7 @@ def manifest(
                 "delegate": b.artifact.delegate,
                 "quantization": b.artifact.quantization,
                 "quantize_embeddings": b.artifact.quantize_embeddings,
+                "sparsity": b.artifact.sparsity,
                 "path": rel.as_posix(),
                 "bytes": size,
                 "sha256": sha256_of(b.artifact.path),

@@ -93,6 +93,7 @@ def _build_target(
         scheme=resolved.scheme,
         quantize_embeddings=embeddings_quantized(resolved.scheme, resolved.quantize_embeddings),
         max_context=recipe.model.max_context,
+        sparsity=resolved.sparsity,
     )
     label = f"{target.name} ({options.scheme})"
     with progress.stage(f"Compressing for {label}"):

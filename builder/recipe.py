@@ -30,6 +30,8 @@ _FIX_HINTS: dict[str, str] = {
     "package.class_name": 'use a type name such as "SmolChat" (letters and digits, capitalised)',
     "model.source": 'use "builtin:<name>", "hf:<folder>" or "gguf:<file>"',
     "model.task": 'use "text-generation" or "embeddings"',
+    "compress.sparsity": "use a fraction from 0 (no pruning) up to, not including, 1, e.g. 0.5",
+    "targets.sparsity": "use a fraction from 0 (no pruning) up to, not including, 1, e.g. 0.5",
 }
 
 
@@ -75,6 +77,9 @@ class CompressSection(_Section):
     quantize: SchemeName = "fp32"
     # None: the scheme's default (int8 tables for the int8/int4 schemes, as peers do).
     quantize_embeddings: bool | None = None
+    # Unstructured magnitude pruning: the fraction of each weight tensor set to zero, on targets that
+    # store sparse weights (`prune = true` in their TOML). 0 prunes nothing.
+    sparsity: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class GenerationSection(_Section):
@@ -102,6 +107,7 @@ class TargetEntry(_Section):
     name: str
     quantize: SchemeName | None = None
     quantize_embeddings: bool | None = None
+    sparsity: float | None = Field(default=None, ge=0.0, lt=1.0)
 
 
 class Recipe(_Section):
@@ -135,6 +141,7 @@ class ResolvedTarget(BaseModel):
     target: Target
     scheme: SchemeName
     quantize_embeddings: bool | None
+    sparsity: float = 0.0
 
 
 class LoadedRecipe(BaseModel):
@@ -219,12 +226,22 @@ def _resolve_targets(recipe: Recipe, path: Path, only: list[str] | None) -> list
                 f"{path}: target {target.name!r} cannot run task {recipe.model.task!r}. "
                 f"Fix: use a target that supports it ({', '.join(target.tasks)})"
             )
+        sparsity = recipe.compress.sparsity if entry.sparsity is None else entry.sparsity
+        if sparsity and not target.prune:
+            where = f"targets[{i}].sparsity" if entry.sparsity is not None else "compress.sparsity"
+            pruning = [t.name for t in known.values() if t.prune]
+            raise UserInputError(
+                f"{path}: '{where}' = {sparsity} asks for pruning, which target {target.name!r} does not store "
+                f"(its runtime has no sparse weight format here). Fix: set '{where}' = 0 for it, or use a target "
+                f"that prunes ({', '.join(pruning)})"
+            )
         emb = entry.quantize_embeddings
         resolved.append(
             ResolvedTarget(
                 target=target,
                 scheme=scheme,
                 quantize_embeddings=recipe.compress.quantize_embeddings if emb is None else emb,
+                sparsity=sparsity,
             )
         )
     names = [r.target.name for r in resolved]

@@ -36,6 +36,8 @@ class Target(BaseModel):
     abis: tuple[str, ...]
     templates: str
     runtime: RuntimePin
+    # Whether the target stores pruned (sparse) weights, so a recipe's compress.sparsity applies to it.
+    prune: bool = False
     # Why a scheme is refused on this target, shown in the error (scheme -> reason).
     refused: dict[str, str] = {}
 

@@ -21,9 +21,10 @@ from builder.backends.coreml import CoreMLBackend, MilDecoderRunner, MilEncoderR
 from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp, describe_mlpackage
 from builder.bundle import sha256_of
 from builder.cli import app
+from builder.errors import UserInputError
 from builder.models import load_model
 from builder.models.base import Model
-from builder.recipe import EvalSection
+from builder.recipe import EvalSection, load_recipe
 from builder.targets import catalogue
 from builder.validate import validate_decoder, validate_encoder
 from builder.validate.data import load_eval_text
@@ -89,6 +90,41 @@ def test_schemes_convert_compress_and_pass_the_lowering_gate(
     assert v.status == "passed", v.reason
     assert v.lowering_min_cosine > 0.999  # conversion and fp16 compute only: compression is in the reference
     assert "NumPy replay" in v.runtime
+
+
+@pytest.mark.parametrize(("scheme", "sparse_op", "min_os"), [
+    ("fp16", "constexpr_sparse_to_dense", None),
+    ("w8", "constexpr_sparse_blockwise_shift_scale", "18.0"),
+])  # fmt: skip
+def test_pruned_weights_are_stored_sparse_and_pass_the_lowering_gate(
+    tiny_bert: Model, text: str, tmp_path: Path, scheme: str, sparse_op: str, min_os: str | None
+) -> None:
+    backend = CoreMLBackend()
+    options = LoweringOptions(scheme=scheme, quantize_embeddings=False, max_context=64, sparsity=0.5)
+    prepared = backend.prepare(tiny_bert, options)
+    artifact = backend.lower(prepared, tiny_bert, TARGET, options, tmp_path)
+    info = describe_mlpackage(artifact.path)
+    assert info["operators"].get(sparse_op, 0) > 0, info["operators"]
+    assert (artifact.min_os, artifact.sparsity) == (min_os, 0.5)
+    runner = backend.host_runner(artifact, tiny_bert)
+    assert isinstance(runner, MilEncoderRunner)
+    matrices = [w for w in runner.executor.constants.values() if w.ndim == 2 and w.size >= 2048]
+    pruned = [z for z in (float(np.mean(w == 0)) for w in matrices) if z > 0.1]  # the tables stay dense
+    assert len(pruned) >= 12 and all(0.49 <= z <= 0.52 for z in pruned), pruned  # 2 layers x 6 projections
+    result = validate_encoder(
+        tiny_bert, backend.reference(prepared, artifact), runner, text, EvalSection(), scheme, runner.runtime
+    )
+    v = result.validation
+    assert v.status == "passed", v.reason
+    assert v.lowering_min_cosine > 0.999  # the reference carries the pruned weights: conversion is all it measures
+    assert v.cosine_similarity < v.lowering_min_cosine  # pruning half the weights costs quality, and it is reported
+
+
+def test_pruning_is_refused_on_a_target_that_stores_dense_weights(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(recipe_text().replace('quantize = "a8w4"', 'quantize = "a8w4"\nsparsity = 0.5'))
+    with pytest.raises(UserInputError, match=r"'compress.sparsity' = 0.5 asks for pruning.*ios-coreml"):
+        load_recipe(recipe)
 
 
 def test_an_op_without_a_reference_is_named_not_guessed(

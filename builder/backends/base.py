@@ -17,12 +17,14 @@ class LoweringOptions:
     scheme: str
     quantize_embeddings: bool
     max_context: int
+    sparsity: float = 0.0  # fraction of each weight tensor pruned to zero (targets with `prune = true`)
 
     def cache_fields(self) -> dict[str, Any]:
         return {
             "scheme": self.scheme,
             "quantize_embeddings": self.quantize_embeddings,
             "ctx": self.max_context,
+            "sparsity": self.sparsity,
         }
 
 
@@ -40,6 +42,7 @@ class Artifact:
     runtime_version: str
     operators: dict[str, Any] = field(default_factory=dict)  # delegated vs non-delegated op counts
     min_os: str | None = None  # when the artifact needs a newer OS than its target's minimum
+    sparsity: float = 0.0  # fraction of each weight tensor pruned to zero
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Artifact:
             "runtime_version": self.runtime_version,
             "operators": self.operators,
             "min_os": self.min_os,
+            "sparsity": self.sparsity,
         }
 
     @classmethod

@@ -29,12 +29,20 @@ BLOCK_SIZE = 32
 # Per-block int4 weights and state tensors (a decoder's KV cache) exist from iOS 18 on; embedding models
 # in the other schemes run on the target's minimum (17).
 NEEDS_IOS18 = {"w4"}
+PRUNE_MIN_WEIGHTS = 2048
 _EXAMPLE_TOKENS = 8
+
+
+def _scoped(op_config: Any, quantize_embeddings: bool) -> Any:
+    """A config for every weight, or for every weight but the embedding tables (gather)."""
+    from coremltools.optimize.coreml import OptimizationConfig
+
+    return OptimizationConfig(global_config=op_config, op_type_configs={} if quantize_embeddings else {"gather": None})
 
 
 def _optimization_config(scheme: str, quantize_embeddings: bool) -> Any:
     """The coremltools.optimize config for a neutral scheme (DESIGN §4); None for fp32/fp16."""
-    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OpPalettizerConfig, OptimizationConfig
+    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OpPalettizerConfig
 
     if scheme in ("fp32", "fp16"):
         return None
@@ -48,18 +56,28 @@ def _optimization_config(scheme: str, quantize_embeddings: bool) -> Any:
         op_config = OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_tensor")
     else:
         raise UserInputError(f"scheme {scheme!r} has no Core ML mapping. Fix: use fp16, w8, w4 or palette4")
-    return OptimizationConfig(global_config=op_config, op_type_configs={} if quantize_embeddings else {"gather": None})
+    return _scoped(op_config, quantize_embeddings)
 
 
-def _compress(mlmodel: Any, scheme: str, quantize_embeddings: bool) -> Any:
-    from coremltools.optimize.coreml import linear_quantize_weights, palettize_weights
+def _compress(mlmodel: Any, scheme: str, quantize_embeddings: bool, sparsity: float) -> Any:
+    """Prune (magnitude, unstructured) when asked, then quantize or palettize the weights; after pruning the
+    two are joint, so a pruned weight stays zero and only its non-zero values are quantized."""
+    from coremltools.optimize.coreml import (
+        OpMagnitudePrunerConfig,
+        linear_quantize_weights,
+        palettize_weights,
+        prune_weights,
+    )
 
+    if sparsity:
+        # The threshold keeps norms and biases (a few hundred values) dense, as pruning them saves nothing.
+        pruner = OpMagnitudePrunerConfig(target_sparsity=sparsity, weight_threshold=PRUNE_MIN_WEIGHTS)
+        mlmodel = prune_weights(mlmodel, _scoped(pruner, quantize_embeddings))
     config = _optimization_config(scheme, quantize_embeddings)
     if config is None:
         return mlmodel
-    if scheme == "palette4":
-        return palettize_weights(mlmodel, config)
-    return linear_quantize_weights(mlmodel, config)
+    compress = palettize_weights if scheme == "palette4" else linear_quantize_weights
+    return compress(mlmodel, config, joint_compression=bool(sparsity))
 
 
 def _encoder_feeds(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, np.ndarray]:
@@ -239,7 +257,9 @@ class CoreMLBackend:
         ct = coremltools_quietly()
         wrapper = prepared.module
         decoder = isinstance(wrapper, CoreMLDecoder)
-        ios18 = decoder or options.scheme in NEEDS_IOS18
+        # Sparse weights jointly quantized or palettized are iOS 18 formats; sparse fp16 alone is iOS 17.
+        joint = options.sparsity > 0 and options.scheme not in ("fp16", "fp32")
+        ios18 = decoder or options.scheme in NEEDS_IOS18 or joint
         interface = _decoder_interface(ct, wrapper) if decoder else _encoder_interface(ct, wrapper)
         with quiet(), torch.no_grad():
             if decoder:
@@ -262,7 +282,7 @@ class CoreMLBackend:
             # A table tied to the output projection is one tensor in the program: it is compressed with it.
             tied = decoder and wrapper.model.lm_head.weight is wrapper.model.model.embed_tokens.weight
             quantize_embeddings = options.quantize_embeddings or tied
-            mlmodel = _compress(mlmodel, options.scheme, quantize_embeddings)
+            mlmodel = _compress(mlmodel, options.scheme, quantize_embeddings, options.sparsity)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.mlpackage"
         mlmodel.save(str(path))
@@ -284,6 +304,7 @@ class CoreMLBackend:
             runtime_version=target.runtime.version,
             operators={"mil": info["operators"], "compressed_weights": info["compressed_weights"]},
             min_os="18.0" if ios18 else None,
+            sparsity=options.sparsity,
         )
 
     def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:

@@ -264,7 +264,10 @@ class MilExecutor:
         for op in self.function.operations:
             if op.op_type == "const" or op.op_type.startswith("constexpr_"):
                 value = op.outputs[0].val if op.op_type == "const" else op.materialized_val_inference()
-                self.constants[op.outputs[0].name] = np.asarray(value)
+                # Joint compression splits a weight over ops with two outputs (a sparse mask, its values).
+                values = value if len(op.outputs) > 1 else (value,)
+                for output, part in zip(op.outputs, values, strict=True):
+                    self.constants[output.name] = np.asarray(part)
 
     @property
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
