@@ -284,7 +284,7 @@ esac
 FAKE_XCODEBUILD = """#!/usr/bin/env bash
 echo "$PWD $*" >> "$FAKE_LOG"
 echo "Test Case '-[TinyChatTests.ModelGoldenTests testGreedyTokensMatchTheHost]' passed (1.2 seconds)."
-echo 'SLMPACK_BENCHMARK {"schema": "slmpack.benchmark/1", "decode_tokens_per_s": 42.0}'
+echo 'SLMPACK_BENCHMARK {"schema": "slmpack.benchmark/1", "decode_tok_s": 42.0}'
 echo "Executed 25 tests, with 0 failures (0 unexpected) in 3.1 (3.2) seconds"
 exit "$FAKE_EXIT"
 """
@@ -310,7 +310,7 @@ def test_validate_simulator_script_writes_a_result(xcodebuild_exit: int, tmp_pat
     assert result["tests"] == ("passed" if xcodebuild_exit == 0 else "failed")
     assert result["destination"] == SIMULATOR
     assert result["summary"] == "Executed 25 tests, with 0 failures" and result["skipped"] == 0
-    assert result["benchmark"]["decode_tokens_per_s"] == 42.0
+    assert result["benchmark"]["decode_tok_s"] == 42.0
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls == [f"simctl boot {SIMULATOR}", f"{package} test -scheme TinyChat -destination id={SIMULATOR}"]
 
@@ -346,3 +346,13 @@ def test_a_tokenizer_the_swift_code_would_not_reproduce_is_refused_before_export
     assert code == 2, output
     assert "tokenizer.json" in output and "Metaspace" in output and "Lowering" not in output
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())
+
+
+def test_a_core_ml_program_without_the_interface_the_swift_calls_is_refused(tmp_path: Path) -> None:
+    def rename_input(data: dict[str, Any]) -> None:
+        coreml = next(a for a in data["artifacts"] if a["target"] == "ios-coreml")
+        coreml["signature"]["methods"][0]["inputs"][1]["name"] = "attention_mask"
+
+    bundle = fixture_bundle("decoder", tmp_path, rename_input)
+    with pytest.raises(UserInputError, match=r"'ios-coreml'.*interface the generated Swift calls.*causal_mask"):
+        rerender(bundle)

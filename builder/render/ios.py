@@ -85,6 +85,33 @@ def _encoder_shape(artifact: dict[str, Any]) -> tuple[int, int]:
     return int(max_length), int(metadata.get("get_embedding_dim") or output["shape"][-1])
 
 
+# What the Swift Core ML code feeds (name -> the dtype it writes), reads and keeps as state.
+COREML_INTERFACE = {
+    "decoder": ({"input_ids": "int32", "causal_mask": "float16"}, "logits", ["keyCache", "valueCache"]),
+    "encoder": ({"input_ids": "int32", "attention_mask": "int32"}, "embedding", []),
+}
+
+
+def _check_coreml_interface(artifact: dict[str, Any], kind: str) -> None:
+    """The program's inputs, output and states must be the ones the Swift code uses, with the dtypes it
+    writes; a mismatch would only show on a device, so it is refused here."""
+    inputs, output, states = COREML_INTERFACE[kind]
+    (method,) = artifact["signature"]["methods"]
+    found_inputs = {i["name"]: i["dtype"] for i in method["inputs"]}
+    problems = []
+    if found_inputs != inputs:
+        problems.append(f"inputs {found_inputs}, where the Swift code writes {inputs}")
+    if output not in {o["name"] for o in method["outputs"]}:
+        problems.append(f"no output {output!r}")
+    if sorted(method.get("states", [])) != states:
+        problems.append(f"states {sorted(method.get('states', []))}, where the Swift code keeps {states}")
+    if problems:
+        raise UserInputError(
+            f"manifest artifact {artifact['target']!r}: the Core ML program does not have the interface the "
+            f"generated Swift calls: {'; '.join(problems)}. Fix: rebuild the bundle with this version of slmpack"
+        )
+
+
 def _executorch_products(artifact: dict[str, Any], decoder: bool) -> list[str]:
     """The products of ExecuTorch's Swift package the app links: the runtime, the LLM runner for decoders,
     and the backends and kernels the target pins (DESIGN §11: a .pte loads only with its kernels)."""
@@ -124,6 +151,8 @@ def _package_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Pat
         {"name": tokenizer_resource, "sha256": sha256_of(tokenizer_path), "bytes": tokenizer_path.stat().st_size},
     ]
     coreml = artifact["backend"] == "coreml"
+    if coreml:
+        _check_coreml_interface(artifact, "decoder" if decoder else "encoder")
     min_ios = _min_ios(artifact)
     max_length, embedding_dim = (0, 0) if decoder else _encoder_shape(artifact)
     return {
