@@ -117,8 +117,8 @@ def render(
     """
     from builder.packages import rerender
 
-    for module in rerender(bundle, templates):
-        console.print(f"[green]rendered[/green] {bundle / 'android' / module['module']}")
+    for folder in rerender(bundle, templates):
+        console.print(f"[green]rendered[/green] {folder}")
 
 
 @app.command()

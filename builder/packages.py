@@ -19,19 +19,19 @@ from builder.render.ios import render_ios
 RENDERERS = {"android": render_android, "ios": render_ios}
 
 
-def render_packages(data: dict[str, Any], bundle: Path, templates: Path | None = None) -> list[dict[str, Any]]:
+def render_packages(data: dict[str, Any], bundle: Path, templates: Path | None = None) -> list[Path]:
     """Rewrite each platform's folder (`android/`, `ios/`) of `bundle`. All are rendered before any is
-    swapped into place, so a failure leaves every earlier rendering whole. Returns the packages written."""
-    written: list[dict[str, Any]] = []
+    swapped into place, so a failure leaves every earlier rendering whole. Returns the package folders."""
+    written: list[Path] = []
     with ExitStack() as swaps:
         for platform, render in RENDERERS.items():
             if any(a["platform"] == platform for a in data["artifacts"]):
                 staging = swaps.enter_context(atomic_directory(bundle / platform))
-                written += render(data, bundle, staging, templates)
+                written += [bundle / platform / folder.name for folder in render(data, bundle, staging, templates)]
     return written
 
 
-def rerender(bundle: Path, templates: Path | None = None) -> list[dict[str, Any]]:
+def rerender(bundle: Path, templates: Path | None = None) -> list[Path]:
     """Replace the bundle's platform packages with a fresh rendering from its manifest."""
     manifest = bundle / "manifest.json"
     if not manifest.is_file():

@@ -356,3 +356,17 @@ def test_a_core_ml_program_without_the_interface_the_swift_calls_is_refused(tmp_
     bundle = fixture_bundle("decoder", tmp_path, rename_input)
     with pytest.raises(UserInputError, match=r"'ios-coreml'.*interface the generated Swift calls.*causal_mask"):
         rerender(bundle)
+
+
+def test_slmpack_render_rewrites_every_platform_and_names_each_package(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    bundle = rendered_bundle("decoder", tmp_path)
+    (package_of(bundle, "ios-coreml") / "Sources/TinyChat/Stale.swift").write_text("// left by hand")
+    result = CliRunner().invoke(app, ["render", str(bundle)])
+    assert result.exit_code == 0, result.output
+    names = [line.split()[-1] for line in result.output.splitlines() if line.startswith("rendered")]
+    assert [Path(n).name for n in names] == ["tinychat-android-xnnpack", "TinyChat-ios-coreml", "TinyChat-ios-xnnpack"]
+    assert not (package_of(bundle, "ios-coreml") / "Sources/TinyChat/Stale.swift").exists()

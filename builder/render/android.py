@@ -132,8 +132,9 @@ def _config_json(context: dict[str, Any]) -> str:
 
 def render_android(
     data: dict[str, Any], bundle: Path, out: Path | None = None, templates: Path | None = None
-) -> list[dict[str, Any]]:
-    """Write `bundle/android/` (or `out`): a Gradle project with one library module per Android artifact."""
+) -> list[Path]:
+    """Write `bundle/android/` (or `out`): a Gradle project with one library module per Android artifact.
+    Returns the module folders."""
     entries = [a for a in data["artifacts"] if a["platform"] == "android"]
     if not entries:
         return []
@@ -153,4 +154,4 @@ def render_android(
         modules.append(context["android"])
     project = {**data, "modules": modules, "build": ANDROID_BUILD}
     render_tree(source, out, project, {kind}, {}, root, skip=MODULE_TEMPLATE)
-    return modules
+    return [out / m["module"] for m in modules]

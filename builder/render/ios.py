@@ -202,8 +202,8 @@ def _config_json(context: dict[str, Any]) -> str:
 
 def render_ios(
     data: dict[str, Any], bundle: Path, out: Path | None = None, templates: Path | None = None
-) -> list[dict[str, Any]]:
-    """Write `bundle/ios/` (or `out`): one Swift package per iOS artifact."""
+) -> list[Path]:
+    """Write `bundle/ios/` (or `out`): one Swift package per iOS artifact. Returns the package folders."""
     entries = [a for a in data["artifacts"] if a["platform"] == "ios"]
     if not entries:
         return []
@@ -222,4 +222,4 @@ def render_ios(
         (resources / "slmpack-config.json").write_text(_config_json(context), encoding="utf-8")
         packages.append(context["ios"])
     render_tree(root / "ios", out, {**data, "packages": packages}, {kind}, {}, root, skip=PACKAGE_TEMPLATE)
-    return packages
+    return [out / p["package"] for p in packages]
