@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from builder.checksums import sha256_of, size_of
 from builder.errors import UserInputError
 from builder.packages import rerender
 from builder.paths import templates_dir
@@ -27,6 +28,7 @@ from builder.render.escape import kotlin_string
 from tests.android.toolchain import Toolchain, find_toolchain, missing_reason
 
 FIXTURES = Path(__file__).parent / "fixtures"
+MLPACKAGE_FILES = ("Manifest.json", "Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin")
 SNAPSHOTS = FIXTURES / "snapshots"
 NAMESPACE = "com.example.tinychat"
 HOSTILE = [
@@ -58,9 +60,15 @@ def fixture_bundle(kind: str, folder: Path, mutate: Callable[[dict[str, Any]], N
         manifest.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     payload = f"slmpack snapshot {kind} model\n".encode()
     for artifact in data["artifacts"]:
-        assert artifact["sha256"] == hashlib.sha256(payload).hexdigest()
-        (bundle / artifact["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (bundle / artifact["path"]).write_bytes(payload)
+        path = bundle / artifact["path"]
+        if path.suffix == ".mlpackage":  # a folder artifact: nested files, as coremltools saves them
+            for name in MLPACKAGE_FILES:
+                (path / name).parent.mkdir(parents=True, exist_ok=True)
+                (path / name).write_bytes(payload)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(payload)
+        assert (artifact["sha256"], artifact["bytes"]) == (sha256_of(path), size_of(path))
     return bundle
 
 

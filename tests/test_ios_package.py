@@ -9,7 +9,6 @@ runtime calls type-checked against signature-only stubs of Core ML and ExecuTorc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from builder.checksums import sha256_of, size_of
 from builder.errors import UserInputError
 from builder.models.tiny import tiny_model_folder
 from builder.packages import rerender
@@ -90,8 +90,8 @@ def test_resources_are_the_bundles_files_with_their_checksums(tmp_path: Path) ->
     resources = package_of(bundle, "ios-coreml") / "Sources/TinyChat/Resources"
     config = json.loads((resources / "slmpack-config.json").read_text())
     for resource in config["resources"]:
-        data = (resources / resource["name"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == resource["sha256"] and len(data) == resource["bytes"]
+        path = resources / resource["name"]  # model.mlpackage is a folder
+        assert (sha256_of(path), size_of(path)) == (resource["sha256"], resource["bytes"])
     assert config["tokenizer"]["kind"] == "bpe" and config["tokenizer"]["byte_level"] is True
     assert config["chat"]["generation_prompt"] == "<|im_start|>assistant\n"
 
@@ -100,7 +100,7 @@ def test_render_refuses_a_bundle_that_does_not_match_its_manifest(tmp_path: Path
     bundle = rendered_bundle("decoder", tmp_path)
     before = _rendered_text(bundle / "ios")
     android_before = sorted(p.name for p in (bundle / "android").iterdir())
-    (bundle / "artifacts/ios-coreml/model.mlpackage").write_bytes(b"tampered")
+    (bundle / "artifacts/ios-coreml/model.mlpackage/Manifest.json").write_bytes(b"tampered")
     with pytest.raises(UserInputError, match="does not match its sha256"):
         rerender(bundle)
     assert _rendered_text(bundle / "ios") == before  # every earlier rendering survives
