@@ -32,7 +32,7 @@ from tests.ios.toolchain import STUBS_DIR, CommandResult, SwiftToolchain
 from tests.test_android_package import HOSTILE, _render, fixture_bundle
 
 SNAPSHOTS = Path(__file__).parent / "fixtures" / "snapshots"
-STUB_MODULES = ("CoreML", "ExecuTorch", "ExecuTorchLLM")
+STUB_MODULES = ("CoreML", "ExecuTorch", "ExecuTorchLLM", "SwiftUI")
 
 
 def package_of(bundle: Path, target: str) -> Path:
@@ -140,13 +140,17 @@ def _stub_flags() -> list[list[str]]:
 
 def type_check(toolchain: SwiftToolchain, package: Path, module: str) -> CommandResult:
     """Build the library and its test module with the runtime stubs visible, so every `#if canImport`
-    branch is compiled; nothing is linked, as the stubs have no code."""
+    branch is compiled, and type-check the SwiftUI sample against them; nothing is linked, as the stubs
+    have no code."""
     include = ["-Xswiftc", "-I", "-Xswiftc", "{work}/stubs"]
+    sample = sorted(p.relative_to(package).as_posix() for p in (package / "Sample").rglob("*.swift"))
     commands = [
         *_stub_flags(),
         ["swift", "build", "--target", module, *include],
         ["swift", "build", "--target", f"{module}Tests", *include],
-    ]
+        ["swiftc", "-typecheck", "-parse-as-library", "-I", "{work}/stubs", "-I", ".build/debug/Modules",
+         "-I", ".build/debug", *sample],
+    ]  # fmt: skip
     return toolchain.run_commands(package, commands, extra_dirs={"stubs": STUBS_DIR})
 
 
@@ -202,9 +206,12 @@ def test_the_built_bundles_ios_package_passes_its_tests(swift_toolchain: SwiftTo
 @pytest.mark.parametrize(
     ("template", "right", "wrong", "target"),
     [
-        ("CoreMLDecoderSession.swift.decoder.coreml.j2", "model.prediction(from: inputs, using: state",
-         "model.predict(from: inputs, using: state", "ios-coreml"),
-        ("__Class__.swift.decoder.j2", "try runner.generate(", "try runner.generateText(", "ios-xnnpack"),
+        ("Sources/__Module__/CoreMLDecoderSession.swift.decoder.coreml.j2",
+         "model.prediction(from: inputs, using: state", "model.predict(from: inputs, using: state", "ios-coreml"),
+        ("Sources/__Module__/__Class__.swift.decoder.j2", "try runner.generate(", "try runner.generateText(",
+         "ios-xnnpack"),
+        ("Sample/Sources/ContentView.swift.decoder.j2", "model.chat([.user(prompt)])",
+         "model.chatStream([.user(prompt)])", "ios-coreml"),
     ],
 )  # fmt: skip
 def test_a_wrong_runtime_call_in_a_template_fails_the_type_check(
@@ -212,7 +219,7 @@ def test_a_wrong_runtime_call_in_a_template_fails_the_type_check(
 ) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(templates_dir(), templates)
-    source = templates / "ios/__module__/Sources/__Module__" / template
+    source = templates / "ios/__module__" / template
     text = source.read_text()
     assert right in text
     source.write_text(text.replace(right, wrong))
