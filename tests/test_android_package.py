@@ -26,10 +26,10 @@ from builder.packages import rerender
 from builder.paths import templates_dir
 from builder.render.escape import kotlin_string
 from tests.android.toolchain import Toolchain, find_toolchain, missing_reason
+from tests.snapshots import assert_matches_snapshot, rendered_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MLPACKAGE_FILES = ("Manifest.json", "Data/com.apple.CoreML/model.mlmodel", "Data/com.apple.CoreML/weights/weight.bin")
-SNAPSHOTS = FIXTURES / "snapshots"
 NAMESPACE = "com.example.tinychat"
 HOSTILE = [
     'quote " and """ triple',
@@ -77,31 +77,11 @@ def module_of(bundle: Path) -> Path:
     return module
 
 
-def _rendered_text(android: Path) -> dict[str, str]:
-    files = {}
-    for path in sorted(p for p in android.rglob("*") if p.is_file()):
-        relative = path.relative_to(android).as_posix()
-        if "/assets/" in relative and not relative.endswith("slmpack-config.json"):
-            continue  # copies of the model and tokenizer, checked by checksum below
-        files[relative] = path.read_text(encoding="utf-8")
-    return files
-
-
 @pytest.mark.parametrize("kind", ["decoder", "encoder"])
 def test_rendered_module_matches_snapshot(kind: str, tmp_path: Path) -> None:
     bundle = fixture_bundle(kind, tmp_path)
     rerender(bundle)
-    rendered = _rendered_text(bundle / "android")
-    snapshot = SNAPSHOTS / f"android-{kind}"
-    if os.environ.get("SLMPACK_UPDATE_SNAPSHOTS"):
-        shutil.rmtree(snapshot, ignore_errors=True)
-        for name, text in rendered.items():
-            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-            (snapshot / name).write_text(text, encoding="utf-8")
-    expected = _rendered_text(snapshot)
-    assert sorted(rendered) == sorted(expected), "files differ; if intended, rerun with SLMPACK_UPDATE_SNAPSHOTS=1"
-    for name, text in rendered.items():
-        assert text == expected[name], f"{name} differs from its snapshot; if intended, SLMPACK_UPDATE_SNAPSHOTS=1"
+    assert_matches_snapshot(bundle / "android", f"android-{kind}", copies="assets")
 
 
 def test_assets_are_the_bundles_files_with_their_checksums(tmp_path: Path) -> None:
@@ -117,11 +97,11 @@ def test_assets_are_the_bundles_files_with_their_checksums(tmp_path: Path) -> No
 def test_render_refuses_a_bundle_that_does_not_match_its_manifest(tmp_path: Path) -> None:
     bundle = fixture_bundle("decoder", tmp_path)
     rerender(bundle)
-    before = _rendered_text(bundle / "android")
+    before = rendered_text(bundle / "android", "assets")
     (bundle / "artifacts/android-xnnpack/model.pte").write_bytes(b"tampered")
     with pytest.raises(UserInputError, match="does not match its sha256"):
         rerender(bundle)
-    assert _rendered_text(bundle / "android") == before  # the earlier rendering survives
+    assert rendered_text(bundle / "android", "assets") == before  # the earlier rendering survives
 
 
 @pytest.mark.parametrize("name", ["ModelConfig", "String", "lowercase", "Bad-Name"])

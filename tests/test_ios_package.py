@@ -10,7 +10,6 @@ runtime calls type-checked against signature-only stubs of Core ML and ExecuTorc
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,9 +28,9 @@ from builder.paths import templates_dir
 from builder.render.escape import swift_string
 from tests.conftest import build_cli, recipe_text
 from tests.ios.toolchain import STUBS_DIR, CommandResult, SwiftToolchain
+from tests.snapshots import assert_matches_snapshot, rendered_text
 from tests.test_android_package import HOSTILE, _render, fixture_bundle
 
-SNAPSHOTS = Path(__file__).parent / "fixtures" / "snapshots"
 STUB_MODULES = ("CoreML", "ExecuTorch", "ExecuTorchLLM", "SwiftUI")
 
 
@@ -46,29 +45,9 @@ def rendered_bundle(kind: str, folder: Path, mutate: Callable[[dict[str, Any]], 
     return bundle
 
 
-def _rendered_text(ios: Path) -> dict[str, str]:
-    files = {}
-    for path in sorted(p for p in ios.rglob("*") if p.is_file()):
-        relative = path.relative_to(ios).as_posix()
-        if "/Resources/" in relative and not relative.endswith("slmpack-config.json"):
-            continue  # copies of the model and tokenizer, checked by checksum below
-        files[relative] = path.read_text(encoding="utf-8")
-    return files
-
-
 @pytest.mark.parametrize("kind", ["decoder", "encoder"])
 def test_rendered_packages_match_snapshot(kind: str, tmp_path: Path) -> None:
-    rendered = _rendered_text(rendered_bundle(kind, tmp_path) / "ios")
-    snapshot = SNAPSHOTS / f"ios-{kind}"
-    if os.environ.get("SLMPACK_UPDATE_SNAPSHOTS"):
-        shutil.rmtree(snapshot, ignore_errors=True)
-        for name, text in rendered.items():
-            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-            (snapshot / name).write_text(text, encoding="utf-8")
-    expected = _rendered_text(snapshot)
-    assert sorted(rendered) == sorted(expected), "files differ; if intended, rerun with SLMPACK_UPDATE_SNAPSHOTS=1"
-    for name, text in rendered.items():
-        assert text == expected[name], f"{name} differs from its snapshot; if intended, SLMPACK_UPDATE_SNAPSHOTS=1"
+    assert_matches_snapshot(rendered_bundle(kind, tmp_path) / "ios", f"ios-{kind}", copies="Resources")
 
 
 def test_one_package_per_ios_target_with_the_runtime_it_needs(tmp_path: Path) -> None:
@@ -98,12 +77,12 @@ def test_resources_are_the_bundles_files_with_their_checksums(tmp_path: Path) ->
 
 def test_render_refuses_a_bundle_that_does_not_match_its_manifest(tmp_path: Path) -> None:
     bundle = rendered_bundle("decoder", tmp_path)
-    before = _rendered_text(bundle / "ios")
+    before = rendered_text(bundle / "ios", "Resources")
     android_before = sorted(p.name for p in (bundle / "android").iterdir())
     (bundle / "artifacts/ios-coreml/model.mlpackage/Manifest.json").write_bytes(b"tampered")
     with pytest.raises(UserInputError, match="does not match its sha256"):
         rerender(bundle)
-    assert _rendered_text(bundle / "ios") == before  # every earlier rendering survives
+    assert rendered_text(bundle / "ios", "Resources") == before  # every earlier rendering survives
     assert sorted(p.name for p in (bundle / "android").iterdir()) == android_before
 
 
