@@ -6,17 +6,14 @@ re-renders without a re-export.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from builder.checksums import sha256_of
 from builder.errors import UserInputError
 from builder.paths import templates_dir
 from builder.render import check_generation_limits, render_tree
-from builder.render.files import link_or_copy
-from builder.render.tokenizer_settings import wordpiece_settings
+from builder.render.files import place_model, place_tokenizer, runtime_config
 
 # Build tooling the generated Gradle files pin. The runtime library and its version come from the target.
 ANDROID_BUILD = {
@@ -68,27 +65,9 @@ def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path
     decoder = data["model"]["task"] == "text-generation"
     asset_dir = package["name"]
     assets_root = module / "src" / "main" / "assets" / asset_dir
-    model_file = bundle / artifact["path"]
-    if not model_file.is_file() or sha256_of(model_file) != artifact["sha256"]:
-        raise UserInputError(
-            f"{model_file} does not match its sha256 in {bundle / 'manifest.json'}. Fix: rebuild the bundle"
-        )
-    model_asset = "model" + model_file.suffix
-    link_or_copy(model_file, assets_root / model_asset)
-    assets = [{"name": model_asset, "sha256": artifact["sha256"], "bytes": artifact["bytes"]}]
-    wordpiece = None
-    if decoder:
-        tokenizer_file = bundle / "tokenizer" / "tokenizer.json"
-        link_or_copy(tokenizer_file, assets_root / "tokenizer.json")
-        tokenizer_asset = "tokenizer.json"
-    else:
-        wordpiece = wordpiece_settings(bundle / "tokenizer" / "tokenizer.json")
-        (assets_root / "vocab.txt").write_text("".join(f"{t}\n" for t in wordpiece["vocab"]), encoding="utf-8")
-        tokenizer_asset = "vocab.txt"
-    tokenizer_path = assets_root / tokenizer_asset
-    assets.append(
-        {"name": tokenizer_asset, "sha256": sha256_of(tokenizer_path), "bytes": tokenizer_path.stat().st_size}
-    )
+    model = place_model(bundle, artifact, assets_root)
+    tokenizer, wordpiece = place_tokenizer(bundle, assets_root, decoder)
+    assets = [model, tokenizer]
     runtime_group, runtime_artifact = artifact["runtime_library"].split(":", 1)
     return {
         **data,
@@ -101,8 +80,8 @@ def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path
             "class_name": package["class_name"],
             "asset_dir": asset_dir,
             "assets": assets,
-            "model_asset": model_asset,
-            "tokenizer_asset": tokenizer_asset,
+            "model_asset": model["name"],
+            "tokenizer_asset": tokenizer["name"],
             "decoder": decoder,
             "min_sdk": int(artifact["min_os"]),
             "abis": artifact["abis"],
@@ -110,24 +89,6 @@ def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path
             "wordpiece": wordpiece,
         },
     }
-
-
-def _config_json(context: dict[str, Any]) -> str:
-    """The runtime config shipped beside the model: what the typed class bakes in, for other tools."""
-    data, android = context, context["android"]
-    chat = data["model"].get("chat")
-    config = {
-        "schema": "slmpack.android-config/1",
-        "class_name": android["class_name"],
-        "task": data["model"]["task"],
-        "max_context": data["model"]["max_context"],
-        "eos_ids": data["model"]["eos_ids"],
-        "chat": {k: v for k, v in chat.items() if k != "samples"} if chat else None,  # samples are test data
-        "generation": data["generation"],
-        "assets": android["assets"],
-        "runtime": android["runtime"],
-    }
-    return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_android(
@@ -150,7 +111,12 @@ def render_android(
         names = {"__package__": context["android"]["package_path"], "__Class__": context["android"]["class_name"]}
         render_tree(source / MODULE_TEMPLATE, module, context, {kind}, names, root)
         config = module / "src" / "main" / "assets" / context["android"]["asset_dir"] / "slmpack-config.json"
-        config.write_text(_config_json(context), encoding="utf-8")
+        android = context["android"]
+        files = ("assets", android["assets"])
+        config.write_text(
+            runtime_config(data, "slmpack.android-config/1", android["class_name"], android["runtime"], files),
+            encoding="utf-8",
+        )
         modules.append(context["android"])
     project = {**data, "modules": modules, "build": ANDROID_BUILD}
     render_tree(source, out, project, {kind}, {}, root, skip=MODULE_TEMPLATE)

@@ -7,18 +7,15 @@ and device-farm scripts. As for Android, everything comes from manifest.json and
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from builder.checksums import sha256_of
 from builder.errors import UserInputError
 from builder.paths import templates_dir
 from builder.render import check_generation_limits, render_tree
-from builder.render.files import link_or_copy
-from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
+from builder.render.files import place_model, place_tokenizer, runtime_config
+from builder.render.tokenizer_settings import bpe_settings
 
 PACKAGE_TEMPLATE = "__module__"
 SWIFT_TOOLS_VERSION = "5.10"
@@ -56,14 +53,6 @@ def _check_manifest(data: dict[str, Any]) -> None:
 
 def package_name(data: dict[str, Any], artifact: dict[str, Any]) -> str:
     return f"{data['package']['ios_module']}-{artifact['target']}"
-
-
-def _copy_model(source: Path, dest: Path) -> None:
-    """A `.mlpackage` is a folder: its files are linked one by one, as a `.pte` is."""
-    if source.is_dir():
-        shutil.copytree(source, dest, copy_function=link_or_copy)
-    else:
-        link_or_copy(source, dest)
 
 
 def _min_ios(artifact: dict[str, Any]) -> str:
@@ -123,33 +112,16 @@ def _package_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Pat
     decoder = data["model"]["task"] == "text-generation"
     module = package["ios_module"]
     resources = out / "Sources" / module / "Resources"
-    model_file = bundle / artifact["path"]
-    if not model_file.exists() or sha256_of(model_file) != artifact["sha256"]:
-        raise UserInputError(
-            f"{model_file} does not match its sha256 in {bundle / 'manifest.json'}. Fix: rebuild the bundle"
-        )
-    if model_file.suffix not in (".mlpackage", ".pte"):
+    if Path(artifact["path"]).suffix not in (".mlpackage", ".pte"):
         raise UserInputError(
             f"manifest artifact path {artifact['path']!r} is not a .mlpackage or .pte. Fix: rebuild the bundle"
         )
-    model_resource = "model" + model_file.suffix
-    _copy_model(model_file, resources / model_resource)
-    tokenizer_json = bundle / "tokenizer" / "tokenizer.json"
-    if decoder:
-        tokenizer = {"kind": "bpe", **bpe_settings(tokenizer_json)}
-        link_or_copy(tokenizer_json, resources / "tokenizer.json")
-        tokenizer_resource = "tokenizer.json"
-    else:
-        settings = wordpiece_settings(tokenizer_json)
-        vocab = settings.pop("vocab")
-        tokenizer = {"kind": "wordpiece", **settings}
-        (resources / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
-        tokenizer_resource = "vocab.txt"
-    tokenizer_path = resources / tokenizer_resource
-    resource_files = [
-        {"name": model_resource, "sha256": artifact["sha256"], "bytes": artifact["bytes"]},
-        {"name": tokenizer_resource, "sha256": sha256_of(tokenizer_path), "bytes": tokenizer_path.stat().st_size},
-    ]
+    model = place_model(bundle, artifact, resources)
+    tokenizer_file, wordpiece = place_tokenizer(bundle, resources, decoder)
+    if wordpiece is None:
+        tokenizer = {"kind": "bpe", **bpe_settings(bundle / "tokenizer" / "tokenizer.json")}
+    else:  # the vocabulary itself is vocab.txt
+        tokenizer = {"kind": "wordpiece", **{k: v for k, v in wordpiece.items() if k != "vocab"}}
     coreml = artifact["backend"] == "coreml"
     if coreml:
         _check_coreml_interface(artifact, "decoder" if decoder else "encoder")
@@ -171,33 +143,14 @@ def _package_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Pat
             "executorch_url": EXECUTORCH_PACKAGE_URL,
             "executorch_branch": f"swiftpm-{artifact['runtime_version']}",
             "executorch_products": [] if coreml else _executorch_products(artifact, decoder),
-            "model_resource": model_resource,
-            "tokenizer_resource": tokenizer_resource,
-            "resources": resource_files,
+            "model_resource": model["name"],
+            "tokenizer_resource": tokenizer_file["name"],
+            "resources": [model, tokenizer_file],
             "tokenizer": tokenizer,
             "max_length": max_length,
             "embedding_dim": embedding_dim,
         },
     }
-
-
-def _config_json(context: dict[str, Any]) -> str:
-    """The runtime config shipped as a resource: the tokenizer's pipeline, and what the typed class bakes in."""
-    data, ios = context, context["ios"]
-    chat = data["model"].get("chat")
-    config = {
-        "schema": "slmpack.ios-config/1",
-        "class_name": ios["class_name"],
-        "task": data["model"]["task"],
-        "max_context": data["model"]["max_context"],
-        "eos_ids": data["model"]["eos_ids"],
-        "tokenizer": ios["tokenizer"],
-        "chat": {k: v for k, v in chat.items() if k != "samples"} if chat else None,  # samples are test data
-        "generation": data["generation"],
-        "resources": ios["resources"],
-        "runtime": ios["runtime"],
-    }
-    return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_ios(
@@ -219,7 +172,10 @@ def render_ios(
         tags = {kind, context["ios"]["flavour"]}
         render_tree(root / "ios" / PACKAGE_TEMPLATE, folder, context, tags, names, root)
         resources = folder / "Sources" / context["ios"]["module"] / "Resources"
-        (resources / "slmpack-config.json").write_text(_config_json(context), encoding="utf-8")
+        ios = context["ios"]
+        config = runtime_config(data, "slmpack.ios-config/1", ios["class_name"], ios["runtime"],
+                                ("resources", ios["resources"]), tokenizer=ios["tokenizer"])  # fmt: skip
+        (resources / "slmpack-config.json").write_text(config, encoding="utf-8")
         packages.append(context["ios"])
     render_tree(root / "ios", out, {**data, "packages": packages}, {kind}, {}, root, skip=PACKAGE_TEMPLATE)
     return [out / p["package"] for p in packages]
