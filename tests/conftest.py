@@ -6,6 +6,7 @@ import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +14,9 @@ from typer.testing import CliRunner
 from tests.ios.toolchain import SwiftToolchain
 from tests.ios.toolchain import find_toolchain as find_swift_toolchain
 from tests.ios.toolchain import missing_reason as missing_swift_reason
+
+if TYPE_CHECKING:
+    from builder.models.base import Model
 
 # Tests never touch a hub; the cache lives in the session's temp folder unless the caller set one.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -118,3 +122,25 @@ def swift_toolchain() -> SwiftToolchain:
     if found is None:
         pytest.skip(missing_swift_reason())
     return found
+
+
+# Tiny models and the evaluation text, loaded once per test module (backends copy a model before changing it).
+@pytest.fixture(scope="module")
+def text() -> str:
+    from builder.validate.data import load_eval_text
+
+    return load_eval_text("builtin:shakespeare", Path("."))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert() -> Model:
+    from builder.models import load_model
+
+    return load_model("builtin:tiny-bert", "embeddings", Path("."))
+
+
+@pytest.fixture(scope="module")
+def tiny_llama() -> Model:
+    from builder.models import load_model
+
+    return load_model("builtin:tiny-llama", "text-generation", Path("."))

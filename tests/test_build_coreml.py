@@ -22,25 +22,13 @@ from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp, describe_
 from builder.bundle import sha256_of
 from builder.cli import app
 from builder.errors import UserInputError
-from builder.models import load_model
 from builder.models.base import Model
 from builder.recipe import EvalSection, load_recipe
 from builder.targets import catalogue
 from builder.validate import validate_decoder, validate_encoder
-from builder.validate.data import load_eval_text
 from tests.conftest import build_cli, recipe_text
 
 TARGET = catalogue()["ios-coreml"]
-
-
-@pytest.fixture(scope="module")
-def text() -> str:
-    return load_eval_text("builtin:shakespeare", Path("."))
-
-
-@pytest.fixture(scope="module")
-def tiny_bert() -> Model:
-    return load_model("builtin:tiny-bert", "embeddings", Path("."))
 
 
 def _lower(model: Model, scheme: str, out: Path) -> tuple[CoreMLBackend, Prepared, Artifact]:
@@ -194,11 +182,6 @@ def test_coreml_bundle(tmp_path: Path) -> None:
     assert info["inputs"][0]["name"] == "input_ids" and info["operators"]["constexpr_affine_dequantize"] > 0
     table = CliRunner().invoke(app, ["inspect", str(package)])
     assert table.exit_code == 0 and "compressed weight tensors" in table.output
-
-
-@pytest.fixture(scope="module")
-def tiny_llama() -> Model:
-    return load_model("builtin:tiny-llama", "text-generation", Path("."))
 
 
 def _lower_decoder(model: Model, scheme: str, out: Path) -> tuple[CoreMLBackend, Prepared, Artifact]:

@@ -23,14 +23,12 @@ from builder.bundle import sha256_of
 from builder.cli import app
 from builder.errors import UserInputError
 from builder.inspect_pte import describe_pte
-from builder.models import load_model
 from builder.models.base import Model
 from builder.recipe import EvalSection, load_recipe
 from builder.targets import catalogue
 from builder.tasks.static_cache_decoder import Fp16SafeRMSNorm, make_rms_norms_fp16_safe
 from builder.validate import decoder as decoder_checks
 from builder.validate import validate_decoder, validate_encoder
-from builder.validate.data import load_eval_text
 from tests.conftest import RecipeWriter, build_cli, recipe_text
 
 TARGET = catalogue()["ios-executorch-coreml"]
@@ -38,21 +36,6 @@ TARGET = catalogue()["ios-executorch-coreml"]
 DECODER_LIMITS = EvalSection(windows=2, window_tokens=48, decode_steps=8)
 
 Lowered = tuple[ExecuTorchBackend, Prepared, Artifact]
-
-
-@pytest.fixture(scope="module")
-def text() -> str:
-    return load_eval_text("builtin:shakespeare", Path("."))
-
-
-@pytest.fixture(scope="module")
-def tiny_bert() -> Model:
-    return load_model("builtin:tiny-bert", "embeddings", Path("."))
-
-
-@pytest.fixture(scope="module")
-def tiny_llama() -> Model:
-    return load_model("builtin:tiny-llama", "text-generation", Path("."))
 
 
 def _lower(

@@ -27,7 +27,7 @@ from builder.packages import rerender
 from builder.paths import templates_dir
 from builder.render.escape import swift_string
 from tests.conftest import build_cli, recipe_text
-from tests.ios.toolchain import STUBS_DIR, CommandResult, SwiftToolchain
+from tests.ios.toolchain import STUBS_DIR, CheckResult, SwiftToolchain
 from tests.snapshots import assert_matches_snapshot, rendered_text
 from tests.test_android_package import HOSTILE, _render, fixture_bundle
 
@@ -117,7 +117,7 @@ def _stub_flags() -> list[list[str]]:
     ]  # fmt: skip
 
 
-def type_check(toolchain: SwiftToolchain, package: Path, module: str) -> CommandResult:
+def type_check(toolchain: SwiftToolchain, package: Path, module: str) -> CheckResult:
     """Build the library and its test module with the runtime stubs visible, so every `#if canImport`
     branch is compiled, and type-check the SwiftUI sample against them; nothing is linked, as the stubs
     have no code."""
@@ -133,7 +133,7 @@ def type_check(toolchain: SwiftToolchain, package: Path, module: str) -> Command
     return toolchain.run_commands(package, commands, extra_dirs={"stubs": STUBS_DIR})
 
 
-def executed(result: CommandResult) -> tuple[int, int, int]:
+def executed(result: CheckResult) -> tuple[int, int, int]:
     """(tests, skipped, failures) from XCTest's summary of all tests."""
     found = re.findall(r"Executed (\d+) tests?, with (?:(\d+) tests? skipped and )?(\d+) failures?", result.output)
     assert found, result.output[-4000:]

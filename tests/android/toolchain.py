@@ -17,16 +17,14 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.toolchain_env import read_env
-from tests.toolchain_env import toolchain_dir as shared_toolchain_dir
+from tests.toolchains import CheckResult, read_env, run_check
+from tests.toolchains import toolchain_dir as shared_toolchain_dir
 
 STUBS_DIR = Path(__file__).resolve().parent / "stubs"
 INSTALL_COMMAND = "bash scripts/install-android-toolchain.sh"
@@ -89,38 +87,8 @@ def missing_reason() -> str:
 
 
 @dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    output: str
-    returncode: int
-    command: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class CompileResult(CheckResult):
     out_dir: Path | None = None
-
-    @property
-    def errors(self) -> list[str]:
-        """The compiler's error lines (``file:line:col: error: ...``)."""
-        return [line for line in self.output.splitlines() if re.search(r"(^|: )error: ", line)]
-
-
-def _run(
-    cmd: Sequence[str | Path], *, cwd: Path | None = None, timeout: float, env: dict[str, str] | None = None
-) -> CheckResult:
-    """Runs cmd with stdout+stderr merged; on timeout kills its whole process group (kotlinc is a bash wrapper)."""
-    args = tuple(str(c) for c in cmd)
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return CheckResult(False, f"{out}\n[timed out after {timeout:.0f} s: {' '.join(args)}]", -1, args)
-    return CheckResult(proc.returncode == 0, out, proc.returncode, args)
 
 
 def _source_files(sources: Sequence[Path], suffixes: tuple[str, ...]) -> list[Path]:
@@ -184,7 +152,7 @@ class Toolchain:
         kt = [p for p in files if p.suffix == ".kt"]
         java = [p for p in files if p.suffix == ".java"]
         # ExecuTorch's own build: jvmTarget 11 with -Xjvm-default=all (now spelled -jvm-default=no-compatibility).
-        result = _run(
+        result = run_check(
             [
                 self.kotlinc,
                 *kt,
@@ -202,7 +170,7 @@ class Toolchain:
             timeout=COMPILE_TIMEOUT_S,
         )
         if result.ok and java:
-            result = _run(
+            result = run_check(
                 [
                     "javac",
                     "--release",
@@ -248,14 +216,14 @@ class Toolchain:
         cmd: list[str | Path] = [*files, "-d", out_dir, "-jvm-target", "17", "-no-reflect", "-nowarn"]
         if not jdk:
             cmd.append("-no-jdk")
-        result = _run([self.kotlinc, *cmd, "-classpath", os.pathsep.join(map(str, cp))], timeout=timeout)
+        result = run_check([self.kotlinc, *cmd, "-classpath", os.pathsep.join(map(str, cp))], timeout=timeout)
         return CompileResult(result.ok, result.output, result.returncode, result.command, out_dir)
 
     def ktlint(
         self, root: Path, patterns: Sequence[str] = ("**/*.kt", "**/*.kts"), *, timeout: float = CHECK_TIMEOUT_S
     ) -> CheckResult:
         """Runs ktlint in root (so root's .editorconfig applies); a run that matches no file fails."""
-        result = _run([self.ktlint_launcher, "--relative", *patterns], cwd=Path(root), timeout=timeout)
+        result = run_check([self.ktlint_launcher, "--relative", *patterns], cwd=Path(root), timeout=timeout)
         if result.ok and "No files matched" in result.output:
             return CheckResult(False, result.output, result.returncode, result.command)
         return result
@@ -274,7 +242,7 @@ class Toolchain:
         with tempfile.TemporaryDirectory(prefix="aapt2-") as tmp:
             copy = Path(tmp) / "AndroidManifest.xml"
             copy.write_text(text, encoding="utf-8")
-            result = _run(
+            result = run_check(
                 [self.aapt2, "link", "-I", self.framework_res, "--manifest", copy, "-o", Path(tmp) / "out.apk"],
                 timeout=timeout,
             )
@@ -297,7 +265,7 @@ class Toolchain:
         if not test_classes:
             return CheckResult(False, "no test classes given", -1)
         cp = [Path(classes_dir), *extra_classpath, self.kotlin_stdlib, self.coroutines, self.junit, self.hamcrest]
-        return _run(
+        return run_check(
             ["java", "-cp", os.pathsep.join(map(str, cp)), "org.junit.runner.JUnitCore", *test_classes],
             cwd=cwd,
             timeout=timeout,

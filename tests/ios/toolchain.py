@@ -20,15 +20,13 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.toolchain_env import read_env
-from tests.toolchain_env import toolchain_dir as shared_toolchain_dir
+from tests.toolchains import CheckResult, read_env, run_check
+from tests.toolchains import toolchain_dir as shared_toolchain_dir
 
 STUBS_DIR = Path(__file__).resolve().parent / "stubs"
 INSTALL_COMMAND = "bash scripts/install-swift-toolchain.sh"
@@ -94,44 +92,6 @@ def missing_reason() -> str:
 
 
 @dataclass(frozen=True)
-class CommandResult:
-    ok: bool
-    output: str
-    returncode: int
-    command: tuple[str, ...] = ()
-
-    @property
-    def errors(self) -> list[str]:
-        """The compiler's error lines (``file:line:col: error: ...``)."""
-        return [line for line in self.output.splitlines() if re.search(r"(^|: )error: ", line)]
-
-
-def _run(cmd: Sequence[str], *, timeout: float) -> CommandResult:
-    """Runs cmd with stdout+stderr merged; on timeout kills its whole process group.
-
-    The group holds unshare and the namespace's init (the chroot's sh); once that dies the kernel kills everything
-    left in the pid namespace, including build processes that moved to process groups of their own.
-    """
-    args = tuple(cmd)
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return CommandResult(False, f"{out}\n[timed out after {timeout:.0f} s: {args[-1]}]", -1, args)
-    return CommandResult(proc.returncode == 0, out, proc.returncode, args)
-
-
-@dataclass(frozen=True)
 class SwiftToolchain:
     root: Path  # the chroot
     version: str  # e.g. "6.0.3"
@@ -143,7 +103,7 @@ class SwiftToolchain:
         *,
         extra_dirs: Mapping[str, Path] | None = None,
         timeout: float = BUILD_TIMEOUT_S,
-    ) -> CommandResult:
+    ) -> CheckResult:
         """Runs commands one after another (stopping at the first failure) in a copy of package_dir in the chroot.
 
         The copy lives in a fresh ``/work/run-*/<package_dir.name>`` (without any ``.build``); each extra_dirs entry
@@ -175,7 +135,9 @@ class SwiftToolchain:
                     *(shlex.join(arg.replace(WORK_PLACEHOLDER, inside) for arg in cmd) for cmd in commands),
                 ]
             )
-            result = _run(
+            # Killing the process group kills the namespace's init, and with it everything left in the pid
+            # namespace, build processes that moved to process groups of their own included.
+            result = run_check(
                 [
                     "unshare",
                     "--mount",
@@ -200,6 +162,7 @@ class SwiftToolchain:
                     script,
                 ],
                 timeout=timeout,
+                label=script,
             )
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -208,7 +171,7 @@ class SwiftToolchain:
         replacements.update({f"{inside}/{name}": str(path) for name, path in extras.items()})
         for old in sorted(replacements, key=len, reverse=True):
             output = output.replace(old, replacements[old])
-        return CommandResult(result.ok, output, result.returncode, result.command)
+        return CheckResult(result.ok, output, result.returncode, result.command)
 
     def run(
         self,
@@ -217,7 +180,7 @@ class SwiftToolchain:
         *,
         extra_dirs: Mapping[str, Path] | None = None,
         timeout: float = BUILD_TIMEOUT_S,
-    ) -> CommandResult:
+    ) -> CheckResult:
         """``swift <args>`` in a copy of package_dir (see run_commands)."""
         return self.run_commands(package_dir, [["swift", *args]], extra_dirs=extra_dirs, timeout=timeout)
 
@@ -228,7 +191,7 @@ class SwiftToolchain:
         *,
         extra_dirs: Mapping[str, Path] | None = None,
         timeout: float = BUILD_TIMEOUT_S,
-    ) -> CommandResult:
+    ) -> CheckResult:
         """``swift build <flags>``, e.g. flags=["-Xswiftc", "-I", "-Xswiftc", "{work}/stubs"]."""
         return self.run(package_dir, ["build", *flags], extra_dirs=extra_dirs, timeout=timeout)
 
@@ -239,7 +202,7 @@ class SwiftToolchain:
         *,
         extra_dirs: Mapping[str, Path] | None = None,
         timeout: float = BUILD_TIMEOUT_S,
-    ) -> CommandResult:
+    ) -> CheckResult:
         """``swift test <flags>``: builds, then runs the XCTest cases and the swift-testing @Test functions."""
         return self.run(package_dir, ["test", *flags], extra_dirs=extra_dirs, timeout=timeout)
 
@@ -250,7 +213,7 @@ class SwiftToolchain:
         *,
         strict: bool = True,
         timeout: float = CHECK_TIMEOUT_S,
-    ) -> CommandResult:
+    ) -> CheckResult:
         """``swift format lint [--strict] --recursive <paths>``; paths default to those of LINT_PATHS that exist.
 
         swift-format reads the ``.swift-format`` (JSON) nearest above each file, so a package's own configuration
@@ -261,7 +224,7 @@ class SwiftToolchain:
         if paths is None:
             paths = [p for p in LINT_PATHS if (package_dir / p).exists()]
         if not any((package_dir / p).is_file() or any((package_dir / p).rglob("*.swift")) for p in paths):
-            return CommandResult(False, f"no Swift files under {package_dir} in {list(paths)}", -1)
+            return CheckResult(False, f"no Swift files under {package_dir} in {list(paths)}", -1)
         args = ["format", "lint", *(["--strict"] if strict else []), "--recursive", *paths]
         return self.run(package_dir, args, timeout=timeout)
 
@@ -274,7 +237,7 @@ __all__ = [
     "INSTALL_COMMAND",
     "STUBS_DIR",
     "WORK_PLACEHOLDER",
-    "CommandResult",
+    "CheckResult",
     "SwiftToolchain",
     "find_toolchain",
     "missing_reason",
