@@ -741,9 +741,9 @@ def test_bpe_settings_refuses_canonically_equivalent_tokens(tmp_path: Path) -> N
 
 def test_wordpiece_settings_lists_added_tokens_for_the_swift_tokenizer() -> None:
     from builder.models.tiny import tiny_model_folder
-    from builder.render import android
+    from builder.render import files
 
-    assert android.wordpiece_settings is wordpiece_settings
+    assert files.wordpiece_settings is wordpiece_settings  # what both renderers place vocab.txt with
     settings = wordpiece_settings(tiny_model_folder("tiny-bert") / "tokenizer.json")
     assert [t["content"] for t in settings["added_tokens"]] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert settings["vocab"][settings["cls_id"]] == "[CLS]"
