@@ -20,6 +20,7 @@ from builder.recipe import Recipe
 from builder.render import render
 from builder.render.android import render_android
 from builder.render.ios import render_ios
+from builder.report import render_report
 from builder.targets import Target
 from builder.tools import tool_versions
 from builder.validate import ValidationResult, tokenizer_golden
@@ -205,6 +206,7 @@ def write_bundle(final: Path, data: dict[str, Any], model: Model, built: list[Bu
         _write_licenses(staging / "LICENSES", model)
         (staging / "manifest.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(render("bundle/README.md.j2", data), encoding="utf-8")
+        (staging / "report.html").write_text(render_report(data), encoding="utf-8")
         render_android(data, staging)
         render_ios(data, staging)
     return final

@@ -15,6 +15,7 @@ from builder.bundle import atomic_directory
 from builder.errors import UserInputError
 from builder.render.android import render_android
 from builder.render.ios import render_ios
+from builder.report import render_report
 
 RENDERERS = {"android": render_android, "ios": render_ios}
 
@@ -32,8 +33,15 @@ def render_packages(data: dict[str, Any], bundle: Path, templates: Path | None =
 
 
 def rerender(bundle: Path, templates: Path | None = None) -> list[Path]:
-    """Replace the bundle's platform packages with a fresh rendering from its manifest."""
+    """Replace the bundle's platform packages and report.html with a fresh rendering from its manifest."""
     manifest = bundle / "manifest.json"
     if not manifest.is_file():
         raise UserInputError(f"{bundle} has no manifest.json. Fix: pass a bundle folder written by slmpack build")
-    return render_packages(json.loads(manifest.read_text(encoding="utf-8")), bundle, templates)
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    report = render_report(data, templates)
+    written = render_packages(data, bundle, templates)
+    # Written beside and renamed into place, so a reader never sees half a page.
+    partial = bundle / ".report.html.partial"
+    partial.write_text(report, encoding="utf-8")
+    partial.replace(bundle / "report.html")
+    return written
