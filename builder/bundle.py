@@ -92,7 +92,7 @@ def manifest(
                 "signature": b.artifact.signature,
                 "operators": b.artifact.operators,
                 "runtime_version": b.artifact.runtime_version,
-                "runtime_library": b.target.runtime.library,
+                "runtime_library": b.target.runtime.for_task(spec.task).library,
                 "runtime_kernels": list(b.target.runtime.kernels),
                 "min_os": b.artifact.min_os or b.target.min_os,
                 "abis": list(b.target.abis),

@@ -23,6 +23,11 @@ _EXPORT_CODE = (
     "backends/executorch.py",
     "backends/executorch_delegates.py",
     "backends/coreml*.py",
+    "backends/litert.py",
+    "backends/litert_export.py",
+    "backends/litert_metadata.py",
+    "backends/litert_quantization.py",
+    "backends/weights.py",
 )
 
 

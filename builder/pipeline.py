@@ -10,7 +10,7 @@ from rich.table import Table
 
 from builder.backends import get_backend
 from builder.backends.base import LoweringOptions
-from builder.bench.host import BenchResult, benchmark_decoder, benchmark_encoder
+from builder.bench.host import BenchRequest
 from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
 from builder.chat_template import ChatFormat, reduce_chat_template
@@ -117,17 +117,22 @@ def _build_target(
         progress.note(f"{target.name}: its runtime does not run on this host, so it has no host benchmark")
     elif settings.benchmark:
         with progress.stage(f"Benchmarking {label} on the host"):
-            bench = _benchmark(model, artifact.path, text, settings.bench_iterations)
+            bench = backend.benchmark(artifact, bench_request(model, text, settings.bench_iterations))
     return BuiltArtifact(target=target, artifact=artifact, result=result, benchmark=bench)
 
 
-def _benchmark(model: Model, pte: Path, text: str, iterations: int) -> BenchResult:
+def bench_request(model: Model, text: str, iterations: int) -> BenchRequest:
+    """The same prompt for every runtime: the first tokens of the evaluation text."""
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if model.spec.task == "embeddings":
-        return benchmark_encoder(pte, ids[: min(BENCH_PROMPT_TOKENS, model.spec.max_position_embeddings)])
-    prompt = model.tokenizer.decode(ids[:BENCH_PROMPT_TOKENS])
-    tokenizer_json = model.tokenizer_dir / "tokenizer.json"
-    return benchmark_decoder(pte, tokenizer_json, prompt, new_tokens=BENCH_NEW_TOKENS, iterations=iterations)
+    encoder_ids = ids[: min(BENCH_PROMPT_TOKENS, model.spec.max_position_embeddings)]
+    return BenchRequest(
+        decoder=model.spec.task == "text-generation",
+        prompt_text=model.tokenizer.decode(ids[:BENCH_PROMPT_TOKENS]),
+        prompt_ids=encoder_ids,
+        tokenizer_json=model.tokenizer_dir / "tokenizer.json",
+        new_tokens=BENCH_NEW_TOKENS,
+        iterations=iterations,
+    )
 
 
 def _mb(n: float) -> str:

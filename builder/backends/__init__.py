@@ -16,4 +16,8 @@ def get_backend(name: str) -> Backend:
         from builder.backends.coreml import CoreMLBackend
 
         return CoreMLBackend()
+    if name == "litert":
+        from builder.backends.litert import LiteRTBackend
+
+        return LiteRTBackend()
     raise UserInputError(f"backend {name!r} is not available in this version of slmpack")

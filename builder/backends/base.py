@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import torch
 
+from builder.bench.host import BenchRequest, BenchResult
 from builder.models.base import Model
 from builder.targets import Target
 
@@ -100,6 +101,10 @@ class Backend(Protocol):
 
     def host_benchmark(self, artifact: Artifact) -> bool:
         """Whether the artifact's real runtime runs on this host, so it can be benchmarked here."""
+        ...
+
+    def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
+        """DESIGN §8 figures of the artifact in its real runtime; called only where `host_benchmark` is true."""
         ...
 
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:

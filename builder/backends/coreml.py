@@ -18,7 +18,9 @@ import torch
 from builder.backends.base import Artifact, LoweringOptions, Prepared, Runner
 from builder.backends.coreml_mil import MilExecutor, UnsupportedMilOp, coremltools_quietly, describe_mlpackage
 from builder.backends.executorch_runners import EagerEncoderRunner
-from builder.errors import UserInputError
+from builder.backends.weights import adopt_artifact_weights
+from builder.bench.host import BenchRequest, BenchResult
+from builder.errors import SlmpackError, UserInputError
 from builder.models.base import Model
 from builder.quiet import quiet
 from builder.targets import Target
@@ -163,26 +165,6 @@ class CoreMLPredictDecoderRunner:
         return torch.from_numpy(np.asarray(output, dtype=np.float32))[0]
 
 
-def _nearest_weights(module: torch.nn.Module, constants: dict[str, np.ndarray]) -> None:
-    """Give each weight of `module` the artifact's own (decompressed) version: the constant of the same
-    shape nearest to it."""
-    by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
-    for value in constants.values():
-        if value.dtype.kind == "f" and value.ndim >= 1:
-            by_shape.setdefault(tuple(value.shape), []).append(value)
-    with torch.no_grad():
-        for param in module.parameters():
-            candidates = by_shape.get(tuple(param.shape), [])
-            if not candidates:
-                continue
-            own = param.detach().numpy()
-            distances = [float(np.abs(c.astype(np.float32) - own).mean()) for c in candidates]
-            best = int(np.argmin(distances))
-            scale = float(np.abs(own).mean()) or 1.0
-            if distances[best] <= 0.25 * scale:  # a compressed copy of this tensor, not another one
-                param.copy_(torch.from_numpy(candidates[best].astype(np.float32)))
-
-
 # Normalisation statistics stay in fp32: SmolLM2's residual stream reaches 2.3e4, so its mean square
 # (5e8) overflows fp16 and RMSNorm zeroes the layer. The rest of the network is fine in fp16.
 FP32_OPS = frozenset({"pow", "reduce_mean", "rsqrt", "sqrt"})
@@ -311,13 +293,17 @@ class CoreMLBackend:
         # Compression happens inside coremltools, so the eager reference takes the artifact's own weights:
         # the lowering gate then measures conversion and fp16 compute, and nothing of compression.
         wrapper = copy.deepcopy(prepared.module)
-        _nearest_weights(wrapper, self._executor(artifact.path).constants)
+        adopt_artifact_weights(wrapper, self._executor(artifact.path).constants.values())
         if isinstance(wrapper, CoreMLDecoder):
             return Prepared(module=wrapper, runner=EagerCoreMLDecoderRunner(wrapper))
         return Prepared(module=wrapper, runner=EagerEncoderRunner(wrapper))  # type: ignore[arg-type]
 
     def host_benchmark(self, artifact: Artifact) -> bool:
         return False  # on macOS the runner predicts with Core ML, but no host benchmark of it is written yet
+
+    def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
+        raise SlmpackError("slmpack has no host benchmark for Core ML yet; the Swift package's BenchmarkTests "
+                           "measure it on Apple devices")  # fmt: skip
 
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
         decoder = model.spec.task == "text-generation"

@@ -21,6 +21,7 @@ from builder.backends.executorch_runners import (
     PteDecoderRunner,
     PteEncoderRunner,
 )
+from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
 from builder.errors import UserInputError
 from builder.inspect_pte import PteInfo, describe_pte
 from builder.models.base import Model
@@ -147,6 +148,9 @@ class ExecuTorchBackend:
     def host_benchmark(self, artifact: Artifact) -> bool:
         # A Core ML delegate does not run in the ExecuTorch runtime off Apple platforms.
         return runtime_has_delegate(delegate_of_artifact(artifact).backend_id)
+
+    def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
+        return benchmark_pte(artifact.path, request)
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         module = copy.deepcopy(model.module).eval()

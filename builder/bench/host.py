@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,25 @@ class BenchResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BenchRequest:
+    """What every backend's host benchmark measures: the same prompt, so figures compare across runtimes."""
+
+    decoder: bool
+    prompt_text: str  # decoders: the prompt, as text (runners tokenize it themselves)
+    prompt_ids: list[int]  # encoders: one tokenized text
+    tokenizer_json: Path
+    new_tokens: int
+    iterations: int
+
+
+def benchmark_pte(pte: Path, request: BenchRequest) -> BenchResult:
+    if request.decoder:
+        return benchmark_decoder(pte, request.tokenizer_json, request.prompt_text, request.new_tokens,
+                                 iterations=request.iterations)  # fmt: skip
+    return benchmark_encoder(pte, request.prompt_ids)
+
+
 def _device() -> str:
     return f"host {platform.machine()} {platform.system()} ({os.cpu_count()} cpus)"
 
@@ -59,16 +79,16 @@ def benchmark_decoder(
     pte: Path, tokenizer_json: Path, prompt: str, new_tokens: int = 128, warmup: int = 1, iterations: int = 5
 ) -> BenchResult:
     """TTFT, prefill and decode speed with ExecuTorch's TextLLMRunner (the runtime apps embed)."""
-    args = {"pte": str(pte), "tokenizer": str(tokenizer_json), "prompt": prompt, "new_tokens": new_tokens,
+    args = {"path": str(pte), "tokenizer": str(tokenizer_json), "prompt": prompt, "new_tokens": new_tokens,
             "warmup": warmup, "iterations": iterations}  # fmt: skip
-    report = _run_worker("decoder", args)
+    report = run_worker("decoder", args)
     runs = report["runs"]
-    return _summarize("executorch.TextLLMRunner", report, pte, warmup, iterations,
+    return summarize("executorch.TextLLMRunner", report, pte, warmup, iterations,
                       prompt_tokens=int(statistics.median(r["prompt_tokens"] for r in runs)),
                       new_tokens=int(statistics.median(r["new_tokens"] for r in runs)))  # fmt: skip
 
 
-def _summarize(
+def summarize(
     runtime: str, report: dict[str, Any], pte: Path, warmup: int, iterations: int, prompt_tokens: int, new_tokens: int
 ) -> BenchResult:
     """Medians over the measured runs, with [min, max] as the spread of each metric."""
@@ -96,17 +116,18 @@ def _summarize(
     return result
 
 
-def _run_worker(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "builder.bench.host", kind, json.dumps(args)]
+def run_worker(kind: str, args: dict[str, Any], module: str = "builder.bench.host") -> dict[str, Any]:
+    """Run `module`'s worker `kind` in a fresh process; it prints one SLMPACK_BENCH line of JSON."""
+    cmd = [sys.executable, "-m", module, kind, json.dumps(args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("SLMPACK_BENCH ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise SlmpackError(f"host benchmark of {args['pte']} failed: {' | '.join(tail) or 'no output'}")
+        raise SlmpackError(f"host benchmark of {args['path']} failed: {' | '.join(tail) or 'no output'}")
     return json.loads(lines[-1].removeprefix("SLMPACK_BENCH "))
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     # ru_maxrss survives exec on Linux, so a worker would report its parent's peak; VmHWM belongs to
     # this address space alone.
     status = Path("/proc/self/status")
@@ -124,7 +145,7 @@ def _decoder_worker(args: dict[str, Any]) -> dict[str, Any]:
     from builder.tools import package_version
 
     load_executorch_llm_ops()
-    runner = TextLLMRunner(args["pte"], args["tokenizer"])
+    runner = TextLLMRunner(args["path"], args["tokenizer"])
     runs: list[dict[str, float]] = []
     load_ms: float | None = None
     for i in range(args["warmup"] + args["iterations"]):
@@ -161,7 +182,7 @@ def _decoder_worker(args: dict[str, Any]) -> dict[str, Any]:
     return {
         "runs": runs,
         "model_load_ms": load_ms,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "runtime_version": package_version("executorch"),
     }
 
@@ -175,7 +196,7 @@ def _encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
 
     load_executorch_llm_ops()
     start = time.perf_counter()
-    method = Runtime.get().load_program(args["pte"]).load_method("forward")
+    method = Runtime.get().load_program(args["path"]).load_method("forward")
     load_ms = (time.perf_counter() - start) * 1000
     ids = torch.tensor([args["input_ids"]], dtype=torch.long)
     mask = torch.ones_like(ids)
@@ -186,20 +207,24 @@ def _encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
         elapsed = (time.perf_counter() - start) * 1000
         if i >= args["warmup"]:
             runs.append({"ttft_ms": elapsed, "prefill_tok_s": ids.shape[1] / elapsed * 1000})
-    return {"runs": runs, "model_load_ms": load_ms, "peak_rss_mb": _peak_rss_mb(),
+    return {"runs": runs, "model_load_ms": load_ms, "peak_rss_mb": peak_rss_mb(),
             "runtime_version": package_version("executorch")}  # fmt: skip
 
 
 def benchmark_encoder(pte: Path, input_ids: list[int], warmup: int = 2, iterations: int = 10) -> BenchResult:
     """Latency of one embedding call (reported as TTFT) and its token throughput."""
-    args = {"pte": str(pte), "input_ids": input_ids, "warmup": warmup, "iterations": iterations}
-    report = _run_worker("encoder", args)
-    return _summarize("executorch.runtime", report, pte, warmup, iterations, len(input_ids), 0)
+    args = {"path": str(pte), "input_ids": input_ids, "warmup": warmup, "iterations": iterations}
+    report = run_worker("encoder", args)
+    return summarize("executorch.runtime", report, pte, warmup, iterations, len(input_ids), 0)
+
+
+def worker_main(workers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    """The worker process: run the named worker and print its report on one SLMPACK_BENCH line."""
+    kind, raw = sys.argv[1], sys.argv[2]
+    report = workers[kind](json.loads(raw))
+    sys.stdout.flush()
+    print("\nSLMPACK_BENCH " + json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
-    kind, raw = sys.argv[1], sys.argv[2]
-    worker = {"decoder": _decoder_worker, "encoder": _encoder_worker}[kind]
-    report = worker(json.loads(raw))
-    sys.stdout.flush()
-    print("\nSLMPACK_BENCH " + json.dumps(report), flush=True)
+    worker_main({"decoder": _decoder_worker, "encoder": _encoder_worker})

@@ -14,7 +14,7 @@ from builder.recipe import EvalSection
 from builder.tasks.embeddings import ExportableEncoder
 from builder.validate import decoder, encoder
 from builder.validate.data import sentences, token_windows
-from builder.validate.gates import Validation, lowering_gates, recipe_gates
+from builder.validate.gates import Validation, app_runtime_gates, lowering_gates, recipe_gates
 
 GOLDEN_TOKENS = 16
 GOLDEN_USER_MESSAGE = "Write one sentence about the sea."
@@ -89,12 +89,16 @@ def validate_decoder(
     artifact_tokens = decoder.greedy(runner, prompt, limits.decode_steps)
     original_tokens = decoder.greedy(original, prompt, limits.decode_steps)
     v.greedy_match = decoder.common_prefix_fraction(original_tokens, artifact_tokens)
+    app = getattr(runner, "app_runtime", None)
+    if app is not None:
+        text_in = golden_prompt_text(model)
+        v.app_runtime = decoder.check_app_runtime(app, model.tokenizer, text_in, prompt[0].tolist(), artifact_tokens)
     v.eval = {
         "windows": limits.windows,
         "window_tokens": limits.window_tokens,
         "decode_steps": limits.decode_steps,
     }
-    v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
+    v.gates = lowering_gates(v, scheme) + app_runtime_gates(v) + recipe_gates(v, limits)
     v.decide()
     golden = {
         "prompt_message": GOLDEN_USER_MESSAGE,

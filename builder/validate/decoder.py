@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from builder.backends.base import DecoderRunner
 from builder.validate.gates import Validation
@@ -103,7 +106,34 @@ def greedy(runner: DecoderRunner, prompt: torch.Tensor, steps: int) -> list[int]
     return tokens
 
 
-def common_prefix_fraction(a: list[int], b: list[int]) -> float:
+class AppRuntime(Protocol):
+    """A runtime that takes text and returns text (LiteRT-LM), checked end to end beside the runner."""
+
+    runtime: str
+
+    def greedy(self, prompt_text: str, new_tokens: int) -> tuple[list[int], str]: ...
+
+
+def check_app_runtime(
+    app: AppRuntime, tokenizer: PreTrainedTokenizerBase, prompt_text: str, prompt_ids: list[int], tokens: list[int]
+) -> dict[str, Any]:
+    """Its prompt ids against the host's, and its greedy text against the decoded greedy `tokens`."""
+    try:
+        ids, text = app.greedy(prompt_text, len(tokens))
+    except Exception as exc:  # the runtime's own failure is the finding (e.g. a kernel it lacks)
+        return {"runtime": app.runtime, "error": str(exc) or type(exc).__name__}
+    expected = tokenizer.decode(tokens)
+    return {
+        "runtime": app.runtime,
+        "prompt_ids_match": ids == prompt_ids,
+        "prompt_ids": ids,
+        "greedy_text": text,
+        "expected_text": expected,
+        "greedy_match": common_prefix_fraction(expected, text),
+    }
+
+
+def common_prefix_fraction(a: Sequence[Any], b: Sequence[Any]) -> float:
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

@@ -64,13 +64,18 @@ class Validation:
     greedy_match: float | None = None
     cosine_similarity: float | None = None
     positions_compared: int | None = None
+    # The runtime apps embed, where it differs from the one the figures above come from and takes text, not
+    # tokens (LiteRT-LM): how it tokenized the golden prompt and its greedy reply against the validated one.
+    app_runtime: dict[str, Any] | None = None
     eval: dict[str, Any] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
 
     def decide(self) -> None:
-        failed = [g for g in self.gates if not g.passed]
+        failed = [g.describe() for g in self.gates if not g.passed]
+        if self.app_runtime and self.app_runtime.get("error"):
+            failed.append(f"{self.app_runtime['runtime']} failed: {self.app_runtime['error']}")
         self.status = "failed" if failed else "passed"
-        self.reason = "; ".join(g.describe() for g in failed) or None
+        self.reason = "; ".join(failed) or None
 
     @property
     def perplexity_increase(self) -> float | None:
@@ -92,6 +97,14 @@ def lowering_gates(v: Validation, scheme: str) -> list[Gate]:
     if kind == "fp32":
         return [Gate("lowering_relative_diff", v.lowering_relative_diff, LOWERING_RELATIVE_TOLERANCE, "max"), top1]
     return [Gate("lowering_kl_divergence", v.lowering_kl_divergence, LOWERING_MAX_KL, "max"), top1]
+
+
+def app_runtime_gates(v: Validation) -> list[Gate]:
+    """The app's runtime must tokenize the golden prompt as the host did, or device output would not be
+    what was validated. (Its greedy reply is reported: kernels may break near-ties differently.)"""
+    if v.app_runtime is None or v.app_runtime.get("error"):
+        return []
+    return [Gate("app_runtime_prompt_ids_match", float(v.app_runtime["prompt_ids_match"]), 1.0, "min")]
 
 
 def recipe_gates(v: Validation, limits: EvalSection) -> list[Gate]:

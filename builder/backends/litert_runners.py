@@ -1,0 +1,117 @@
+"""Runners over LiteRT artifacts in their real host runtimes (DESIGN §11): the .tflite in ai_edge_litert's
+interpreter for logits and embeddings, and the .litertlm in LiteRT-LM, which returns text, not logits,
+for a greedy generation checked against the interpreter's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from builder.backends.litert_export import ENCODER_SIGNATURE
+from builder.quiet import quiet
+from builder.tools import package_version
+
+DECODE_SIGNATURE = "decode"
+# Any large negative value masks a position: the mask is added to the attention scores before softmax.
+MASKED = -1e9
+
+
+def _signature_runner(path: Path, signature: str) -> Any:
+    """A signature of the .tflite, already run once on zeros: the XNNPACK delegate is applied on the first
+    call and announces itself on stderr, which stays off the user's terminal."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        runner = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1).get_signature_runner(signature)
+        runner(**{k: np.zeros(v["shape"], v["dtype"]) for k, v in runner.get_input_details().items()})
+    return runner
+
+
+class TfliteDecoderRunner:
+    """The decoder .tflite through its `decode` signature, one token per call, so every position has logits
+    (the prefill signature returns none). The KV cache is external: fed in and taken back each call."""
+
+    runtime = f"litert: ai_edge_litert {package_version('ai-edge-litert')} interpreter (decode signature)"
+
+    def __init__(self, path: Path, app_runtime: LiteRtLmGeneration | None = None) -> None:
+        self.app_runtime = app_runtime  # the .litertlm in LiteRT-LM, checked beside these logits
+        self.decode = _signature_runner(path, DECODE_SIGNATURE)
+        inputs = self.decode.get_input_details()
+        self.cache_names = sorted(name for name in inputs if name.startswith("kv_cache_"))
+        self.cache_shapes = {name: (inputs[name]["shape"], inputs[name]["dtype"]) for name in self.cache_names}
+        self.mask_dtype = inputs["mask"]["dtype"]
+        self.cache_length = int(inputs["mask"]["shape"][-1])
+        self.reset()
+
+    def reset(self) -> None:
+        self.cache = {name: np.zeros(shape, dtype) for name, (shape, dtype) in self.cache_shapes.items()}
+
+    def _mask(self, position: int) -> np.ndarray:
+        visible = np.arange(self.cache_length) <= position
+        if self.mask_dtype == np.bool_:
+            return visible.reshape(1, 1, 1, -1)
+        return np.where(visible, 0.0, MASKED).astype(self.mask_dtype).reshape(1, 1, 1, -1)
+
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
+        rows = []
+        for offset, token in enumerate(input_ids[0].tolist()):
+            position = start_pos + offset
+            out = self.decode(
+                tokens=np.array([[token]], np.int32),
+                input_pos=np.array([position], np.int32),
+                mask=self._mask(position),
+                **self.cache,
+            )
+            self.cache = {name: out[name] for name in self.cache_names}
+            rows.append(out["logits"].reshape(-1))
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+class TfliteEncoderRunner:
+    """The encoder .tflite through its `embed` signature, inputs padded to the signature's fixed length."""
+
+    runtime = f"litert: ai_edge_litert {package_version('ai-edge-litert')} interpreter"
+
+    def __init__(self, path: Path) -> None:
+        self.embed_signature = _signature_runner(path, ENCODER_SIGNATURE)
+        self.length = int(self.embed_signature.get_input_details()["input_ids"]["shape"][-1])
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ids = np.zeros((1, self.length), np.int32)
+        mask = np.zeros((1, self.length), np.int32)
+        count = min(input_ids.shape[1], self.length)
+        ids[0, :count] = input_ids[0, :count].numpy()
+        mask[0, :count] = attention_mask[0, :count].numpy()
+        out = self.embed_signature(input_ids=ids, attention_mask=mask)
+        return torch.from_numpy(out["embedding"].astype(np.float32))[0]
+
+
+class LiteRtLmGeneration:
+    """The .litertlm bundle in LiteRT-LM, the runtime the Android wrapper embeds. It takes text and returns
+    text, so it is checked end to end: how it tokenizes the golden prompt, and its greedy reply."""
+
+    runtime = f"LiteRT-LM {package_version('litert-lm-api')} (CPU)"
+
+    def __init__(self, path: Path, max_tokens: int) -> None:
+        self.path = path
+        self.max_tokens = max_tokens
+
+    def greedy(self, prompt_text: str, new_tokens: int) -> tuple[list[int], str]:
+        """The prompt's token ids as LiteRT-LM sees them, and its greedy continuation (raw text in, as the
+        wrappers feed it, with slmpack's chat template already applied)."""
+        import litert_lm
+
+        litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+        greedy = litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=0.0)
+        session_options = {"apply_prompt_template": False, "max_output_tokens": new_tokens, "sampler_config": greedy}
+        with (
+            quiet(),
+            litert_lm.Engine(str(self.path), max_num_tokens=self.max_tokens) as engine,
+            engine.create_session(**session_options) as session,
+        ):
+            session.run_prefill([prompt_text])
+            return list(engine.tokenize(prompt_text)), session.run_decode().texts[0]

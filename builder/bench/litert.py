@@ -1,0 +1,96 @@
+"""Host benchmark of LiteRT artifacts in the DESIGN §8 schema: a .litertlm in LiteRT-LM (the runtime the
+Android wrapper embeds, with its own benchmark counters), an encoder .tflite in the LiteRT interpreter.
+Each runs in a fresh process, like the ExecuTorch benchmark, so peak RSS is the runtime's alone."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from builder.bench.host import BenchRequest, BenchResult, peak_rss_mb, run_worker, summarize, worker_main
+
+WORKERS_MODULE = "builder.bench.litert"
+ENCODER_WARMUP, ENCODER_ITERATIONS = 2, 10
+
+
+def benchmark_litert(path: Path, request: BenchRequest, max_tokens: int) -> BenchResult:
+    if request.decoder:
+        args = {"path": str(path), "prompt": request.prompt_text, "new_tokens": request.new_tokens,
+                "max_tokens": max_tokens, "warmup": 1, "iterations": request.iterations}  # fmt: skip
+        report = run_worker("litertlm", args, WORKERS_MODULE)
+        runs = report["runs"]
+        return summarize(report["runtime"], report, path, 1, request.iterations,
+                         prompt_tokens=int(statistics.median(r["prompt_tokens"] for r in runs)),
+                         new_tokens=int(statistics.median(r["new_tokens"] for r in runs)))  # fmt: skip
+    args = {"path": str(path), "input_ids": request.prompt_ids, "warmup": ENCODER_WARMUP,
+            "iterations": ENCODER_ITERATIONS}  # fmt: skip
+    report = run_worker("tflite_encoder", args, WORKERS_MODULE)
+    return summarize(report["runtime"], report, path, ENCODER_WARMUP, ENCODER_ITERATIONS, len(request.prompt_ids), 0)
+
+
+def _litertlm_worker(args: dict[str, Any]) -> dict[str, Any]:
+    import litert_lm
+
+    from builder.tools import package_version
+
+    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+    greedy = litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=0.0)
+    start = time.perf_counter()
+    engine = litert_lm.Engine(args["path"], max_num_tokens=args["max_tokens"], enable_benchmark=True)
+    load_ms = (time.perf_counter() - start) * 1000
+    options = {"apply_prompt_template": False, "max_output_tokens": args["new_tokens"], "sampler_config": greedy}
+    runs = []
+    with engine:
+        for i in range(args["warmup"] + args["iterations"]):
+            with engine.create_session(**options) as session:
+                session.run_prefill([args["prompt"]])
+                session.run_decode()
+                info = session.get_benchmark_info()
+            if i < args["warmup"]:
+                continue
+            runs.append(
+                {
+                    "ttft_ms": info.time_to_first_token_in_second * 1000,
+                    "prefill_tok_s": info.last_prefill_tokens_per_second,
+                    "decode_tok_s": info.last_decode_tokens_per_second,
+                    "prompt_tokens": info.last_prefill_token_count,
+                    "new_tokens": info.last_decode_token_count,
+                }
+            )
+    return {"runs": runs, "model_load_ms": load_ms, "peak_rss_mb": peak_rss_mb(),
+            "runtime": "litert_lm.Engine (CPU)", "runtime_version": package_version("litert-lm-api")}  # fmt: skip
+
+
+def _tflite_encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from builder.backends.litert_export import ENCODER_SIGNATURE
+    from builder.tools import package_version
+
+    start = time.perf_counter()
+    interpreter = Interpreter(model_path=args["path"], num_threads=os.cpu_count() or 1)
+    embed = interpreter.get_signature_runner(ENCODER_SIGNATURE)
+    load_ms = (time.perf_counter() - start) * 1000
+    length = int(embed.get_input_details()["input_ids"]["shape"][-1])
+    count = min(len(args["input_ids"]), length)
+    ids = np.zeros((1, length), np.int32)
+    mask = np.zeros((1, length), np.int32)
+    ids[0, :count] = args["input_ids"][:count]
+    mask[0, :count] = 1
+    runs = []
+    for i in range(args["warmup"] + args["iterations"]):
+        start = time.perf_counter()
+        embed(input_ids=ids, attention_mask=mask)
+        elapsed = (time.perf_counter() - start) * 1000
+        if i >= args["warmup"]:
+            runs.append({"ttft_ms": elapsed, "prefill_tok_s": count / elapsed * 1000})
+    return {"runs": runs, "model_load_ms": load_ms, "peak_rss_mb": peak_rss_mb(),
+            "runtime": "ai_edge_litert.Interpreter", "runtime_version": package_version("ai-edge-litert")}  # fmt: skip
+
+
+if __name__ == "__main__":
+    worker_main({"litertlm": _litertlm_worker, "tflite_encoder": _tflite_encoder_worker})
