@@ -208,12 +208,17 @@ def doctor() -> None:
         backends.add_column(column)
     for t in catalogue().values():
         pair = f"{t.runtime.exporter} {t.runtime.exporter_version} → {t.runtime.library} {t.runtime.version}"
-        lower = importlib.util.find_spec(t.runtime.exporter) is not None
+        if t.runtime.encoder:
+            pair += f" (embeddings: {t.runtime.encoder.library} {t.runtime.encoder.version})"
+        lower = importlib.util.find_spec(t.runtime.exporter.replace("-", "_")) is not None
         run_here = "yes" if lower else "no"
         if lower and t.backend == "coreml" and sys.platform != "darwin":
             run_here = "NumPy replay of the ML Program (Core ML itself needs macOS)"
         elif lower and t.delegate == "coreml" and sys.platform != "darwin":
             run_here = "NumPy replay of the delegated Core ML program (no CoreMLBackend off Apple platforms)"
+        elif lower and t.backend == "litert":
+            has_lm = importlib.util.find_spec("litert_lm") is not None
+            run_here = "LiteRT interpreter" + (" and LiteRT-LM" if has_lm else "; [red]LiteRT-LM missing[/red]")
         backends.add_row(t.name, pair, "yes" if lower else "no", run_here)
     console.print(backends)
 
@@ -234,11 +239,11 @@ def doctor() -> None:
 @app.command()
 @_friendly
 def run(
-    artifact: Annotated[Path, typer.Argument(help="A bundle folder or a .pte file.")],
+    artifact: Annotated[Path, typer.Argument(help="A bundle folder, or a .pte, .litertlm or .tflite file.")],
     prompt: Annotated[str, typer.Argument(help="The user message (or raw text with --raw).")],
     target: Annotated[str | None, typer.Option("--target", help="Which of the bundle's artifacts.")] = None,
     tokenizer: Annotated[
-        Path | None, typer.Option("--tokenizer", help="Tokenizer folder, for a bare .pte file.")
+        Path | None, typer.Option("--tokenizer", help="Tokenizer folder, for a bare .pte or .tflite file.")
     ] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 128,
     temperature: Annotated[float | None, typer.Option(help="Default: the bundle's (0 = greedy).")] = None,

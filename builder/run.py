@@ -1,4 +1,5 @@
-"""`slmpack run`: load a bundle's (or a bare .pte's) model in its host runtime and generate."""
+"""`slmpack run`: load a bundle's (or a bare .pte's, .litertlm's or .tflite's) model in its host runtime and
+generate (or embed)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def _host_runnable(artifact: dict[str, Any]) -> bool:
     from builder.backends.executorch import runtime_has_delegate
     from builder.backends.executorch_delegates import DELEGATES
 
+    if artifact["backend"] == "litert":
+        return True  # the LiteRT interpreter and LiteRT-LM run on every desktop OS
     if artifact["backend"] != "executorch":
         return False
     delegate = DELEGATES.get(artifact.get("delegate") or "")
@@ -57,16 +60,27 @@ def run_artifact(
         manifest, entry = _pick_artifact(path, target)
         pte = path / entry["path"]
         tokenizer_dir = tokenizer_dir or path / "tokenizer"
-    elif path.is_file() and path.suffix == ".pte":
+    elif path.is_file() and path.suffix == ".litertlm":  # carries its own tokenizer
+        yield from _run_litertlm(path, prompt, {}, tokenizer_dir, max_new_tokens, temperature, raw)
+        return
+    elif path.is_file() and path.suffix in (".pte", ".tflite"):
         pte = path
         if tokenizer_dir is None:
-            raise UserInputError(f"{path}: a bare .pte needs --tokenizer FOLDER (the bundle's tokenizer/ folder)")
-        _check_delegates_run_here(pte)
+            raise UserInputError(
+                f"{path}: a bare {path.suffix} needs --tokenizer FOLDER (the bundle's tokenizer/ folder)"
+            )
+        if path.suffix == ".pte":
+            _check_delegates_run_here(pte)
     else:
-        raise UserInputError(f"{path} is neither a bundle folder nor a .pte file. Fix: pass one of those")
+        raise UserInputError(
+            f"{path} is neither a bundle folder nor a .pte, .litertlm or .tflite file. Fix: pass one of those"
+        )
+    if pte.suffix == ".litertlm":
+        yield from _run_litertlm(pte, prompt, manifest or {}, tokenizer_dir, max_new_tokens, temperature, raw)
+        return
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     model = (manifest or {}).get("model", {})
-    if model.get("task") == "embeddings":
+    if model.get("task") == "embeddings" or pte.suffix == ".tflite":
         yield from _embed(pte, tokenizer, prompt)
         return
     generation = (manifest or {}).get("generation", {})
@@ -97,8 +111,60 @@ def runner_metadata(pte: Path) -> dict[str, Any]:
     return {m.name: m.value for m in describe_pte(pte).methods if not m.inputs}
 
 
+def _run_litertlm(
+    path: Path, prompt: str, manifest: dict[str, Any], tokenizer_dir: Path | None, max_new_tokens: int,
+    temperature: float | None, raw: bool,
+) -> Iterator[str]:  # fmt: skip
+    """Stream from LiteRT-LM, fed text as the Android wrapper feeds it: the chat template applied here (when a
+    tokenizer folder is known), the bundle's sampler defaults, its stop strings cutting the reply."""
+    import litert_lm
+
+    from builder.quiet import quiet
+
+    generation = manifest.get("generation", {})
+    text = prompt
+    if tokenizer_dir is not None and not raw:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        if tokenizer.chat_template:
+            messages = [{"role": "user", "content": prompt}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    temperature = generation.get("temperature", 0.0) if temperature is None else temperature
+    sampler = litert_lm.SamplerConfig(
+        top_k=1 if temperature == 0 else (generation.get("top_k") or None),
+        top_p=1.0 if temperature == 0 else generation.get("top_p", 1.0),
+        temperature=temperature,
+    )
+    stops = [s for s in generation.get("stop_strings", []) if s]
+    context = manifest.get("model", {}).get("max_context")
+    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+    with quiet():
+        engine = litert_lm.Engine(str(path), max_num_tokens=context)
+    options = {"apply_prompt_template": False, "max_output_tokens": max_new_tokens, "sampler_config": sampler}
+    with engine, engine.create_session(**options) as session:
+        session.run_prefill([text])
+        held = ""
+        for response in session.run_decode_async():
+            held += response.texts[0]
+            cut = min((held.find(s) for s in stops if s in held), default=-1)
+            if cut >= 0:
+                yield held[:cut]
+                return
+            # Hold back what could still become a stop string, so none is half printed.
+            keep = max((len(s) - 1 for s in stops), default=0)
+            safe = len(held) - keep
+            if safe > 0:
+                yield held[:safe]
+                held = held[safe:]
+        yield held
+
+
 def _embed(pte: Path, tokenizer: Any, text: str) -> Iterator[str]:
     enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=512)
-    vector = PteEncoderRunner(pte).embed(enc["input_ids"], enc["attention_mask"])
+    if pte.suffix == ".tflite":
+        from builder.backends.litert_runners import TfliteEncoderRunner
+
+        vector = TfliteEncoderRunner(pte).embed(enc["input_ids"], enc["attention_mask"])
+    else:
+        vector = PteEncoderRunner(pte).embed(enc["input_ids"], enc["attention_mask"])
     head = ", ".join(f"{x:.4f}" for x in vector[:8].tolist())
     yield f"embedding dim {vector.numel()}, norm {vector.norm():.4f}: [{head}, ...]"

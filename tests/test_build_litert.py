@@ -307,3 +307,21 @@ def test_schemes_litert_cannot_run_are_refused_with_the_reason(write_recipe, tmp
     recipe = write_recipe(quantize="w4", targets='[[targets]]\nname = "android-litert"\n')
     code, output = build_cli(recipe, tmp_path / "dist")
     assert code == 2 and "no weight-only int4 kernels" in output and "a8w4" in output
+
+
+def test_slmpack_run_streams_from_litert_lm_and_embeds_with_the_interpreter(
+    chat_bundle: Path, search_bundle: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    entry = _entry(chat_bundle)
+    result = CliRunner().invoke(app, ["run", str(chat_bundle), "Write one sentence about the sea.",
+                                      "--max-new-tokens", "8", "--temperature", "0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output == entry["validation"]["app_runtime"]["greedy_text"] + "\n"  # the same 8 greedy tokens
+    bare = CliRunner().invoke(app, ["run", str(search_bundle / _entry(search_bundle)["path"]), "hello"])
+    assert bare.exit_code == 2 and "--tokenizer" in bare.output
+    embedded = CliRunner().invoke(app, ["run", str(search_bundle), "hello world"])
+    assert embedded.exit_code == 0 and "embedding dim 64, norm 1.0000" in embedded.output, embedded.output
