@@ -143,14 +143,14 @@ def targets() -> None:
 @app.command()
 @_friendly
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A .pte file, a .mlpackage, or a bundle folder with manifest.json.")],
+    path: Annotated[Path, typer.Argument(help="A .pte, .tflite or .litertlm file, a .mlpackage, or a bundle folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show an artifact's methods, inputs/outputs (and states), metadata, size and operators.
 
     Example: slmpack inspect dist/smolchat-0.1.0/artifacts/android-xnnpack/model.pte
     """
-    from builder import inspect_mlpackage
+    from builder import inspect_litert, inspect_mlpackage
     from builder.inspect_pte import describe_pte, render_pte_info
 
     described: list[dict[str, Any]] = []
@@ -159,6 +159,10 @@ def inspect(
             info = inspect_mlpackage.describe(file)
             if not as_json:
                 inspect_mlpackage.render(info, console)
+        elif file.suffix in (".tflite", ".litertlm"):
+            info = inspect_litert.describe(file)
+            if not as_json:
+                inspect_litert.render(info, console)
         else:
             pte = describe_pte(file)
             info = pte.to_dict()
@@ -175,11 +179,11 @@ def _artifact_files(path: Path) -> list[Path]:
     if path.is_dir():
         manifest = path / "manifest.json"
         if not manifest.is_file():
-            raise UserInputError(f"{path} has no manifest.json. Fix: pass a bundle folder, a .pte or a .mlpackage")
+            raise UserInputError(f"{path} has no manifest.json. Fix: pass a bundle folder or an artifact")
         data = json.loads(manifest.read_text())
         return [path / a["path"] for a in data["artifacts"]]
     if not path.is_file():
-        raise UserInputError(f"{path} not found. Fix: pass a .pte file, a .mlpackage or a bundle folder")
+        raise UserInputError(f"{path} not found. Fix: pass an artifact or a bundle folder")
     return [path]
 
 

@@ -325,3 +325,16 @@ def test_slmpack_run_streams_from_litert_lm_and_embeds_with_the_interpreter(
     assert bare.exit_code == 2 and "--tokenizer" in bare.output
     embedded = CliRunner().invoke(app, ["run", str(search_bundle), "hello world"])
     assert embedded.exit_code == 0 and "embedding dim 64, norm 1.0000" in embedded.output, embedded.output
+
+
+def test_inspect_reads_the_litertlm_sections_and_the_model_inside(chat_bundle: Path) -> None:
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    result = CliRunner().invoke(app, ["inspect", str(chat_bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    (info,) = json.loads(result.output)
+    assert {s["type"] for s in info["sections"]} >= {"LlmMetadataProto", "HF_Tokenizer_Zlib", "TFLiteModel"}
+    assert info["signature"]["methods"] == _entry(chat_bundle)["signature"]["methods"]
+    assert info["operators"] == _entry(chat_bundle)["operators"]["tflite"]

@@ -29,6 +29,7 @@ from builder.backends.weights import adopt_artifact_weights
 from builder.bench.host import BenchRequest, BenchResult
 from builder.bench.litert import benchmark_litert
 from builder.errors import SlmpackError, UserInputError
+from builder.inspect_litert import tflite_operators, tflite_signature
 from builder.models.base import Model
 from builder.quiet import quiet
 from builder.targets import Target
@@ -52,43 +53,6 @@ def _save_hf_folder(model: Model, folder: Path) -> None:
     model.module.save_pretrained(folder, safe_serialization=True)
     for file in model.tokenizer_files:
         shutil.copy2(file, folder / file.name)
-
-
-def _signature(path: Path) -> dict[str, Any]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    with quiet():
-        interpreter = Interpreter(model_path=str(path))
-    methods = []
-    for name in interpreter.get_signature_list():
-        runner = interpreter.get_signature_runner(name)
-
-        def tensors(details: dict[str, Any]) -> list[dict[str, Any]]:
-            return [{"name": key, "dtype": value["dtype"].__name__, "shape": [int(d) for d in value["shape"]]}
-                    for key, value in sorted(details.items())]  # fmt: skip
-
-        inputs, outputs = tensors(runner.get_input_details()), tensors(runner.get_output_details())
-        methods.append({"name": name, "inputs": inputs, "outputs": outputs})
-    return {"methods": methods}
-
-
-def _operators(path: Path) -> dict[str, int]:
-    """Op histogram of the .tflite (all subgraphs): what the runtime must have kernels for."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(path.read_bytes(), 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    counts: dict[str, int] = {}
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        for o in range(subgraph.OperatorsLength()):
-            code = model.OperatorCodes(subgraph.Operators(o).OpcodeIndex())
-            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-            name = names.get(builtin, str(builtin))
-            if name == "CUSTOM":
-                name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
-            counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def _check_runs(path: Path, target: Target) -> None:
@@ -132,12 +96,12 @@ class LiteRTBackend:
             else:
                 path = tflite = self._lower_encoder(prepared, model, options, work, out_dir)
         _check_runs(tflite, target)
-        signature = _signature(tflite)
+        signature = tflite_signature(tflite)
         signature["metadata"] = {"max_length": signature_length(signature, decoder)}
         if decoder:
             signature["metadata"]["prefill_lengths"] = [min(PREFILL_LENGTH, options.max_context)]
         runtime = target.runtime.for_task(model.spec.task)
-        operators: dict[str, Any] = {"tflite": _operators(tflite)}
+        operators: dict[str, Any] = {"tflite": tflite_operators(tflite.read_bytes())}
         if options.scheme == "a8w4":
             operators["weight_granularity"] = A8W4_GRANULARITY.lower()
         return Artifact(
