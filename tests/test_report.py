@@ -277,7 +277,7 @@ def test_missing_figures_show_the_reason() -> None:
 def test_not_run_on_this_os_lists_each_artifact_with_the_reason() -> None:
     doc = parse(render_report(not_run_manifest()))
     gaps = {li.find("strong").text(): li.text() for li in doc.find("ul", "gaps").find_all("li")}
-    assert set(gaps) == {"android-xnnpack", "ios-coreml", "ios-executorch-coreml"}
+    assert set(gaps) == {"android-xnnpack", "ios-coreml", "ios-executorch-coreml", "android-litert"}
     not_run = gaps["ios-executorch-coreml"]
     assert NOT_RUN_REASON in not_run and "Checked instead: the signature (forward)" in not_run
     coreml = fixture("decoder")["artifacts"][1]["validation"]["runtime"]
@@ -375,7 +375,7 @@ def test_rerender_writes_the_report_beside_the_packages(tmp_path: Path) -> None:
     bundle = fixture_bundle("decoder", tmp_path)
     rerender(bundle)
     table = side_by_side(parse((bundle / "report.html").read_text(encoding="utf-8")))
-    assert table.targets == ["android-xnnpack", "ios-coreml", "ios-xnnpack"]
+    assert table.targets == ["android-xnnpack", "ios-coreml", "ios-xnnpack", "android-litert"]
     assert not list(bundle.glob(".report*"))
 
 

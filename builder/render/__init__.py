@@ -3,8 +3,8 @@
 Template folders mirror the folders they produce (copier style). In a path, `__package__` becomes the
 Kotlin package path, `__Module__` the Swift module and `__Class__` the typed class name. A file ending in
 `.j2` is rendered, anything else is copied as it is. Tags at the end of a name (before any `.j2`) limit
-a file to one kind of model (`.decoder`, `.encoder`) or runtime flavour (`.coreml`, `.executorch`); the
-tags are dropped from the name written.
+a file to one kind of model (`.decoder`, `.encoder`) or runtime flavour (`.coreml`, `.executorch`,
+`.litert`); the tags are dropped from the name written.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def render(template: str, context: dict[str, Any], root: Path | None = None) -> 
 
 
 # Name tags: `X.swift.decoder.coreml.j2` is written as `X.swift`, only when both tags are active.
-TAGS = frozenset({"decoder", "encoder", "coreml", "executorch"})
+TAGS = frozenset({"decoder", "encoder", "coreml", "executorch", "litert"})
 
 
 def _output_name(name: str, active: Collection[str]) -> str | None:

@@ -1,7 +1,8 @@
 """Render the Android Gradle project of a bundle from its manifest: one library module per Android target.
 
 Everything the templates see comes from manifest.json (plus the files it points at), so a wrapper change
-re-renders without a re-export.
+re-renders without a re-export. The artifact's backend picks the runtime flavour of the module (the
+`.executorch` or `.litert` templates); both flavours give the app the same typed class.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+
+from tokenizers import Tokenizer
 
 from builder.errors import UserInputError
 from builder.paths import templates_dir
@@ -18,7 +21,9 @@ from builder.render.files import place_model, place_tokenizer, runtime_config
 # Build tooling the generated Gradle files pin. The runtime library and its version come from the target.
 ANDROID_BUILD = {
     "agp": "8.7.3",
-    "kotlin": "2.1.21",
+    # LiteRT-LM's AAR carries Kotlin 2.4 metadata (since 0.17.0), which older Kotlin compilers cannot read; 2.4
+    # is also the compiler this project checks the generated code with (DESIGN §9).
+    "kotlin": "2.4.20",
     "compile_sdk": 35,
     "jvm_target": "17",
     "coroutines": "1.10.2",
@@ -36,9 +41,17 @@ RESERVED_CLASS_NAMES = frozenset(
         "StopStringFilter", "GenerationOptions", "GenerationException", "WordPieceTokenizer", "MainActivity",
         "String", "Any", "Unit", "Int", "Long", "Float", "Boolean", "Array", "List", "Map", "Flow", "Context",
         "File", "Module", "Tensor", "EValue", "LlmModule", "LlmCallback", "LlmGenerationConfig", "Closeable",
-        "Exception", "Result", "Test", "Assert", "Dispatchers", "Bundle", "Activity",
+        "Exception", "Result", "Test", "Assert", "Dispatchers", "Bundle", "Activity", "Engine", "EngineConfig",
+        "Backend", "Session", "SessionConfig", "SamplerConfig", "InputData", "ResponseCallback", "Interpreter",
+        "CancellationException", "CountDownLatch", "Semaphore", "AtomicBoolean",
     }
 )  # fmt: skip
+# The manifest's backend -> the runtime flavour of the module (its template tag).
+FLAVOURS = ("executorch", "litert")
+# What a LiteRT encoder's signature takes: token ids and their mask, both int32 [1, max_length].
+ENCODER_INPUTS = ("input_ids", "attention_mask")
+# LiteRT-LM's backend for a manifest delegate (its Kotlin API: com.google.ai.edge.litertlm.Backend).
+LITERTLM_BACKENDS = {"cpu": "Backend.CPU()", "gpu": "Backend.GPU()"}
 
 
 def _check_manifest(data: dict[str, Any]) -> None:
@@ -60,14 +73,121 @@ def module_name(data: dict[str, Any], artifact: dict[str, Any]) -> str:
     return f"{data['package']['name']}-{artifact['target']}"
 
 
+def _refuse(artifact: dict[str, Any], found: str, fix: str) -> UserInputError:
+    return UserInputError(f"manifest artifact {artifact['target']!r}: {found}. Fix: {fix}")
+
+
+def _flavour(artifact: dict[str, Any]) -> str:
+    backend = artifact["backend"]
+    if backend not in FLAVOURS:
+        known = ", ".join(FLAVOURS)
+        raise _refuse(artifact, f"backend {backend!r} has no Android wrapper (there are {known})", "rebuild the bundle")
+    return backend
+
+
+def _runtime_name(flavour: str, decoder: bool) -> str:
+    """The library the typed class runs on: LiteRT-LM runs LiteRT decoders, LiteRT's Interpreter its encoders."""
+    if flavour == "litert":
+        return "LiteRT-LM" if decoder else "LiteRT"
+    return "ExecuTorch"
+
+
+def _encoder_signature(artifact: dict[str, Any], pad_id: int | None) -> dict[str, Any]:
+    """What the typed encoder class feeds and reads. ExecuTorch's `.pte` takes any length up to its maximum;
+    LiteRT's `.tflite` takes exactly `max_length` tokens through one named signature, so the names and the
+    fixed shapes are checked here rather than failing on a phone."""
+    signature = artifact["signature"]
+    metadata = signature["metadata"]
+    if artifact["backend"] == "executorch":
+        return {"max_length": int(metadata["get_max_seq_len"]), "embedding_dim": int(metadata["get_embedding_dim"])}
+    if artifact["delegate"] != "cpu":
+        # LiteRT 2.x's Interpreter has no delegates (its v2 packages drop Delegate and GpuDelegate).
+        raise _refuse(
+            artifact,
+            f"delegate {artifact['delegate']!r}: LiteRT's Interpreter, which runs embedding models here, runs on "
+            "the CPU (XNNPACK) only",
+            "use a LiteRT target with delegate cpu for embedding models",
+        )
+    methods = signature["methods"]
+    length = metadata.get("max_length")
+    method = methods[0] if len(methods) == 1 else {}
+    # By name, not position: the backend lists a signature's tensors in name order.
+    inputs = {tensor["name"]: tensor for tensor in method.get("inputs", [])}
+    outputs = method.get("outputs", [])
+    feeds = [inputs.get(name, {}) for name in ENCODER_INPUTS]
+    if (
+        len(inputs) != 2
+        or len(outputs) != 1
+        or any((t.get("dtype"), t.get("shape")) != ("int32", [1, length]) for t in feeds)
+    ):
+        raise _refuse(
+            artifact,
+            "a LiteRT embedding model needs one signature taking input_ids and attention_mask (int32, "
+            f"[1, metadata.max_length]) and giving one embedding; found {methods!r} with max_length {length!r}",
+            "rebuild the bundle with this slmpack",
+        )
+    output = outputs[0]
+    if output["dtype"] != "float32" or len(output["shape"]) != 2 or output["shape"][0] != 1:
+        raise _refuse(artifact, f"the embedding output is {output!r}, not float32 [1, D]", "rebuild the bundle")
+    ids, mask = feeds
+    return {
+        "max_length": int(length),
+        "embedding_dim": int(output["shape"][1]),
+        "method": method["name"],
+        "input_ids": ids["name"],
+        "attention_mask": mask["name"],
+        "output": output["name"],
+        "pad_id": 0 if pad_id is None else int(pad_id),
+    }
+
+
+def _greedy_texts(bundle: Path, golden: dict[str, Any], eos_ids: list[int]) -> tuple[str, str]:
+    """The host's greedy tokens as text, whole and their first half. LiteRT-LM takes and gives text only, so
+    the device test compares text: the tokens up to the end of sequence (where the runtime stops), decoded
+    with the bundle's tokenizer as LiteRT-LM's own detokenizer does."""
+    tokens = list(golden["greedy_tokens"])
+    ends = [i for i, token in enumerate(tokens) if token in eos_ids]
+    tokens = tokens[: ends[0]] if ends else tokens
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer" / "tokenizer.json"))
+
+    def text(ids: list[int]) -> str:
+        # A prefix may end inside a multi-byte character, which decodes to U+FFFD: cut it off.
+        return tokenizer.decode(ids, skip_special_tokens=False).rstrip("\ufffd")
+
+    return text(tokens), text(tokens[: len(tokens) // 2])
+
+
+def _litert_decoder(data: dict[str, Any], artifact: dict[str, Any], bundle: Path) -> dict[str, Any]:
+    delegate = artifact["delegate"]
+    if delegate not in LITERTLM_BACKENDS:
+        known = ", ".join(LITERTLM_BACKENDS)
+        raise _refuse(artifact, f"delegate {delegate!r} is not a LiteRT-LM backend ({known})", "rebuild the bundle")
+    greedy, half = _greedy_texts(bundle, artifact["golden"], data["model"]["eos_ids"])
+    top_k = data["generation"]["top_k"]
+    return {
+        "backend": LITERTLM_BACKENDS[delegate],
+        "gpu": delegate == "gpu",
+        # LiteRT-LM's sampler needs a positive top-k: the recipe's 0 (no top-k) is the whole vocabulary.
+        "top_k": top_k if top_k > 0 else data["model"]["vocab_size"],
+        "prompt_text": artifact["golden"]["prompt_text"],
+        "greedy_text": greedy,
+        "greedy_text_half": half,
+    }
+
+
 def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path, module: Path) -> dict[str, Any]:
     package = data["package"]
     decoder = data["model"]["task"] == "text-generation"
+    flavour = _flavour(artifact)
     asset_dir = package["name"]
     assets_root = module / "src" / "main" / "assets" / asset_dir
     model = place_model(bundle, artifact, assets_root)
-    tokenizer, wordpiece = place_tokenizer(bundle, assets_root, decoder)
-    assets = [model, tokenizer]
+    assets = [model]
+    tokenizer, wordpiece = None, None
+    # A .litertlm carries its own tokenizer: a LiteRT decoder ships no tokenizer.json to copy out of the APK.
+    if not (decoder and flavour == "litert"):
+        tokenizer, wordpiece = place_tokenizer(bundle, assets_root, decoder)
+        assets.append(tokenizer)
     runtime_group, runtime_artifact = artifact["runtime_library"].split(":", 1)
     return {
         **data,
@@ -81,12 +201,18 @@ def _module_context(data: dict[str, Any], artifact: dict[str, Any], bundle: Path
             "asset_dir": asset_dir,
             "assets": assets,
             "model_asset": model["name"],
-            "tokenizer_asset": tokenizer["name"],
+            "tokenizer_asset": tokenizer["name"] if tokenizer else None,
+            # Stored uncompressed in the APK: the model is copied out once, and compressing it only slows that.
+            "no_compress": [Path(model["name"]).suffix.lstrip("."), "json", "txt"],
             "decoder": decoder,
+            "flavour": flavour,
+            "runtime_name": _runtime_name(flavour, decoder),
             "min_sdk": int(artifact["min_os"]),
             "abis": artifact["abis"],
             "runtime": f"{runtime_group}:{runtime_artifact}:{artifact['runtime_version']}",
             "wordpiece": wordpiece,
+            "encoder": None if decoder else _encoder_signature(artifact, data["model"].get("pad_id")),
+            "litert": _litert_decoder(data, artifact, bundle) if decoder and flavour == "litert" else None,
         },
     }
 
@@ -109,7 +235,7 @@ def render_android(
         module = out / module_name(data, artifact)
         context = _module_context(data, artifact, bundle, module)
         names = {"__package__": context["android"]["package_path"], "__Class__": context["android"]["class_name"]}
-        render_tree(source / MODULE_TEMPLATE, module, context, {kind}, names, root)
+        render_tree(source / MODULE_TEMPLATE, module, context, {kind, context["android"]["flavour"]}, names, root)
         config = module / "src" / "main" / "assets" / context["android"]["asset_dir"] / "slmpack-config.json"
         android = context["android"]
         files = ("assets", android["assets"])
