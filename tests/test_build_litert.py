@@ -229,14 +229,14 @@ def test_reference_carries_the_weights_the_tflite_stores(tiny_llama: Model, chat
     backend = LiteRTBackend()
     options = LoweringOptions(scheme="a8w4", quantize_embeddings=True, max_context=CONTEXT)
     stored = stored_weights(tflite_of(artifact))
-    square = [w for w in stored if w.shape == (64, 64)]  # q_proj and o_proj of each layer
+    square = [w for w in stored["FULLY_CONNECTED"] if w.shape == (64, 64)]  # q_proj and o_proj of each layer
     assert len(square) == 2 * tiny_llama.spec.num_layers
     for weight in square:
         levels = np.round(weight / np.abs(weight).max(axis=1, keepdims=True) * 7, 3)
         assert set(np.unique(levels).tolist()) <= set(range(-7, 8))
     reference = backend.reference(backend.prepare(tiny_llama, options), artifact).module
     linears = [m.weight.detach().numpy() for m in reference.modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(any(np.array_equal(w, s) for s in stored) for w in linears)
+    assert linears and all(any(np.array_equal(w, s) for s in stored["FULLY_CONNECTED"]) for w in linears)
     original = [m.weight.detach().numpy() for m in tiny_llama.module.modules() if isinstance(m, torch.nn.Linear)]
     assert not any(np.array_equal(a, b) for a, b in zip(linears, original, strict=True))
 

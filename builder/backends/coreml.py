@@ -293,7 +293,7 @@ class CoreMLBackend:
         # Compression happens inside coremltools, so the eager reference takes the artifact's own weights:
         # the lowering gate then measures conversion and fp16 compute, and nothing of compression.
         wrapper = copy.deepcopy(prepared.module)
-        adopt_artifact_weights(wrapper, self._executor(artifact.path).constants.values())
+        adopt_artifact_weights(wrapper.parameters(), self._executor(artifact.path).constants.values())
         if isinstance(wrapper, CoreMLDecoder):
             return Prepared(module=wrapper, runner=EagerCoreMLDecoderRunner(wrapper))
         return Prepared(module=wrapper, runner=EagerEncoderRunner(wrapper))  # type: ignore[arg-type]

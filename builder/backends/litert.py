@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from builder.backends.base import Artifact, LoweringOptions, Prepared, Runner
 from builder.backends.executorch_runners import EagerEncoderRunner
 from builder.backends.litert_export import ENCODER_SIGNATURE, DecoderExport, convert_encoder, export_decoder
@@ -174,7 +176,7 @@ class LiteRTBackend:
 
     def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:
         module = copy.deepcopy(prepared.module)
-        adopt_artifact_weights(module, stored_weights(tflite_of(artifact)))
+        _adopt_by_role(module, stored_weights(tflite_of(artifact)))
         if isinstance(module, ExportableEncoder):
             return Prepared(module=module, runner=EagerEncoderRunner(module))
         return Prepared(module=module, runner=OriginalDecoderRunner(module))
@@ -190,6 +192,19 @@ class LiteRTBackend:
             app_runtime = LiteRtLmGeneration(artifact.path, signature_length(artifact.signature, decoder=True))
             return TfliteDecoderRunner(tflite_of(artifact), app_runtime)
         return TfliteEncoderRunner(artifact.path)
+
+
+def _adopt_by_role(module: torch.nn.Module, stored: dict[str, list[Any]]) -> None:
+    """Linear layers take the weights fully connected ops read, embedding tables those lookups read. A tied
+    output projection is untied first: LiteRT stores it twice, quantized for each op."""
+    hf_model = module.model if isinstance(module, ExportableEncoder) else module
+    output, table = hf_model.get_output_embeddings(), hf_model.get_input_embeddings()
+    if output is not None and table is not None and output.weight is table.weight:
+        output.weight = torch.nn.Parameter(output.weight.detach().clone())
+    linears = [m.weight for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    tables = [m.weight for m in module.modules() if isinstance(m, torch.nn.Embedding)]
+    adopt_artifact_weights(linears, stored["FULLY_CONNECTED"] + stored["other"])
+    adopt_artifact_weights(tables, stored["EMBEDDING_LOOKUP"] + stored["other"])
 
 
 def tflite_of(artifact: Artifact) -> Path:

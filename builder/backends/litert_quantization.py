@@ -17,6 +17,10 @@ import numpy as np
 # blocks ("unsupported scale value (0.000000) in channel 0 for INT4 tensor"), so a8w4 stores int4 weights
 # per output channel, the int4 layout its kernels run. Recorded in each artifact as `weight_granularity`.
 A8W4_GRANULARITY = "CHANNELWISE"
+# The output projection, found by the op's output tensor (litert-torch names the decode signature's logits
+# `decode_logits_output`). One int4 scale per vocabulary row costs SmolLM2 a 20x larger weight error than
+# int8, so a8w4 keeps it at 8 bits, as it does the embedding table it is usually tied to.
+OUTPUT_PROJECTION = ".*logits.*"
 
 
 def _recipe_manager() -> Any:
@@ -54,6 +58,8 @@ def quantization_recipe(scheme: str, quantize_embeddings: bool) -> list[dict[str
             num_bits=bits,
             granularity=granularity[A8W4_GRANULARITY] if bits == 4 else granularity.CHANNELWISE,
         )
+        if bits == 4:  # the later, narrower scope wins
+            manager.add_dynamic_config(regex=OUTPUT_PROJECTION, operation_name=ops.FULLY_CONNECTED, num_bits=8)
         if quantize_embeddings:
             manager.add_dynamic_config(regex=".*", operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
         return manager.get_quantization_recipe()
@@ -77,35 +83,47 @@ def quantize_tflite(source: Path, dest: Path, recipe: list[dict[str, Any]]) -> N
     engine.quantize().export_model(str(dest), overwrite=True)
 
 
-def stored_weights(path: Path) -> list[np.ndarray]:
-    """Every 2-D constant of a .tflite as float32, dequantized the way the runtime reads it: int8 and int4
-    (held in int8) per channel or per block, fp16 cast up. Subgraphs share buffers, so duplicates are dropped."""
+def stored_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Every 2-D constant of a .tflite as float32, dequantized the way the runtime reads it (int8 and int4,
+    held in int8, per channel or per block; fp16 cast up), grouped by the op that reads it:
+    "FULLY_CONNECTED", "EMBEDDING_LOOKUP" or "other". Subgraphs share buffers, so duplicates within a group are
+    dropped; a tied table read by both ops is in both groups."""
+    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.interpreter import Interpreter
 
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    readers = {schema.BuiltinOperator.FULLY_CONNECTED: "FULLY_CONNECTED",
+               schema.BuiltinOperator.EMBEDDING_LOOKUP: "EMBEDDING_LOOKUP"}  # fmt: skip
     interpreter = Interpreter(model_path=str(path))
     seen: set[tuple[Any, ...]] = set()
-    weights = []
-    for subgraph in range(interpreter.num_subgraphs()):
-        index = 0
-        while True:
-            try:
-                details = interpreter._get_tensor_details(index, subgraph)
-            except ValueError:
-                break
-            index += 1
-            if len(details["shape"]) != 2 or min(details["shape"]) < 2:
+    weights: dict[str, list[np.ndarray]] = {"FULLY_CONNECTED": [], "EMBEDDING_LOOKUP": [], "other": []}
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        roles: dict[int, set[str]] = {}
+        for o in range(subgraph.OperatorsLength()):
+            op = subgraph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            kind = readers.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
+            if kind:
+                for i in range(op.InputsLength()):
+                    roles.setdefault(op.Inputs(i), set()).add(kind)
+        for index in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(index)
+            if tensor.ShapeLength() != 2 or min(tensor.Shape(0), tensor.Shape(1)) < 2:
                 continue
             try:
-                value = interpreter.get_tensor(details["index"], subgraph)
+                details = interpreter._get_tensor_details(index, s)
+                value = interpreter.get_tensor(index, s)
             except ValueError:  # an activation, not a constant
                 continue
             weight = _dequantize(value, details["quantization_parameters"])
             if weight is None:
                 continue
-            key = (weight.shape, weight.tobytes()[:256], weight.tobytes()[-256:])
-            if key not in seen:
-                seen.add(key)
-                weights.append(weight)
+            for reader in roles.get(index, {"other"}):
+                key = (reader, weight.shape, weight.tobytes()[:256], weight.tobytes()[-256:])
+                if key not in seen:
+                    seen.add(key)
+                    weights[reader].append(weight)
     return weights
 
 

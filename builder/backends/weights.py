@@ -16,8 +16,8 @@ import torch
 SAME_TENSOR_TOLERANCE = 0.25
 
 
-def adopt_artifact_weights(module: torch.nn.Module, stored: Iterable[np.ndarray]) -> int:
-    """Replace each parameter of `module` by the stored tensor of the same shape nearest to it.
+def adopt_artifact_weights(params: Iterable[torch.nn.Parameter], stored: Iterable[np.ndarray]) -> int:
+    """Replace each parameter by the stored tensor of the same shape nearest to it.
     Returns how many parameters were replaced."""
     by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
     for value in stored:
@@ -25,7 +25,7 @@ def adopt_artifact_weights(module: torch.nn.Module, stored: Iterable[np.ndarray]
             by_shape.setdefault(tuple(value.shape), []).append(value)
     replaced = 0
     with torch.no_grad():
-        for param in module.parameters():
+        for param in params:
             candidates = by_shape.get(tuple(param.shape), [])
             if not candidates:
                 continue
