@@ -338,3 +338,9 @@ def test_inspect_reads_the_litertlm_sections_and_the_model_inside(chat_bundle: P
     assert {s["type"] for s in info["sections"]} >= {"LlmMetadataProto", "HF_Tokenizer_Zlib", "TFLiteModel"}
     assert info["signature"]["methods"] == _entry(chat_bundle)["signature"]["methods"]
     assert info["operators"] == _entry(chat_bundle)["operators"]["tflite"]
+
+
+def test_litert_lm_leaves_no_cache_file_in_the_bundle(chat_bundle: Path) -> None:
+    """LiteRT-LM writes an XNNPACK weight cache beside the model unless told where: never into a bundle."""
+    folder = (chat_bundle / _entry(chat_bundle)["path"]).parent
+    assert sorted(p.name for p in folder.iterdir()) == ["model.litertlm"]

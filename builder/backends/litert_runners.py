@@ -5,6 +5,7 @@ for a greedy generation checked against the interpreter's."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ class TfliteEncoderRunner:
 
 class LiteRtLmGeneration:
     """The .litertlm bundle in LiteRT-LM, the runtime the Android wrapper embeds. It takes text and returns
-    text, so it is checked end to end: how it tokenizes the golden prompt, and its greedy reply."""
+    text, so it is checked end to end: how it tokenizes the golden prompt, and its greedy reply. (Its engine
+    writes an XNNPACK weight cache beside the model unless given a cache folder: a scratch one here.)"""
 
     runtime = f"LiteRT-LM {package_version('litert-lm-api')} (CPU)"
 
@@ -110,7 +112,8 @@ class LiteRtLmGeneration:
         session_options = {"apply_prompt_template": False, "max_output_tokens": new_tokens, "sampler_config": greedy}
         with (
             quiet(),
-            litert_lm.Engine(str(self.path), max_num_tokens=self.max_tokens) as engine,
+            tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-") as cache,
+            litert_lm.Engine(str(self.path), max_num_tokens=self.max_tokens, cache_dir=cache) as engine,
             engine.create_session(**session_options) as session,
         ):
             session.run_prefill([prompt_text])

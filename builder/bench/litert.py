@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,15 @@ def _litertlm_worker(args: dict[str, Any]) -> dict[str, Any]:
 
     litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
     greedy = litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=0.0)
+    scratch = tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-")  # its XNNPACK cache, not beside the model
     start = time.perf_counter()
-    engine = litert_lm.Engine(args["path"], max_num_tokens=args["max_tokens"], enable_benchmark=True)
+    engine = litert_lm.Engine(
+        args["path"], max_num_tokens=args["max_tokens"], enable_benchmark=True, cache_dir=scratch.name
+    )
     load_ms = (time.perf_counter() - start) * 1000
     options = {"apply_prompt_template": False, "max_output_tokens": args["new_tokens"], "sampler_config": greedy}
     runs = []
-    with engine:
+    with scratch, engine:
         for i in range(args["warmup"] + args["iterations"]):
             with engine.create_session(**options) as session:
                 session.run_prefill([args["prompt"]])
