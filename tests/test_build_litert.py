@@ -307,6 +307,9 @@ def test_schemes_litert_cannot_run_are_refused_with_the_reason(write_recipe, tmp
     recipe = write_recipe(quantize="w4", targets='[[targets]]\nname = "android-litert"\n')
     code, output = build_cli(recipe, tmp_path / "dist")
     assert code == 2 and "no weight-only int4 kernels" in output and "a8w4" in output
+    recipe = write_recipe(quantize="a8w8", targets='[[targets]]\nname = "android-litert-gpu"\n')
+    code, output = build_cli(recipe, tmp_path / "dist")
+    assert code == 2 and "Fix: use one of fp32, fp16, w8" in output
 
 
 def test_slmpack_run_streams_from_litert_lm_and_embeds_with_the_interpreter(
@@ -344,3 +347,14 @@ def test_litert_lm_leaves_no_cache_file_in_the_bundle(chat_bundle: Path) -> None
     """LiteRT-LM writes an XNNPACK weight cache beside the model unless told where: never into a bundle."""
     folder = (chat_bundle / _entry(chat_bundle)["path"]).parent
     assert sorted(p.name for p in folder.iterdir()) == ["model.litertlm"]
+
+
+def test_the_gpu_target_is_validated_on_cpu_kernels_and_says_so(tmp_path_factory: pytest.TempPathFactory) -> None:
+    bundle = _built(tmp_path_factory, "litegpu", quantize="fp16", targets='[[targets]]\nname = "android-litert-gpu"\n')
+    entry = _entry(bundle)
+    assert (entry["delegate"], entry["quantization"], entry["abis"]) == ("gpu", "fp16", ["arm64-v8a"])
+    validation = entry["validation"]
+    assert validation["status"] == "passed" and "GPU backend runs only on the device" in validation["runtime"]
+    assert entry["benchmark"] is None  # a CPU figure would be mislabelled as the GPU's
+    kotlin = "".join(p.read_text() for p in (bundle / "android").rglob("*.kt"))
+    assert "Backend.GPU()" in kotlin and "Backend.CPU()" not in kotlin

@@ -182,7 +182,8 @@ class LiteRTBackend:
         return Prepared(module=module, runner=OriginalDecoderRunner(module))
 
     def host_benchmark(self, artifact: Artifact) -> bool:
-        return True  # LiteRT-LM and the LiteRT interpreter both run on Linux, macOS and Windows hosts
+        # LiteRT-LM and the interpreter run on every desktop OS, but on its CPU kernels: no figure for a GPU target.
+        return artifact.delegate != "gpu"
 
     def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
         return benchmark_litert(artifact.path, request, signature_length(artifact.signature, request.decoder))
@@ -190,7 +191,10 @@ class LiteRTBackend:
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
         if model.spec.task == "text-generation":
             app_runtime = LiteRtLmGeneration(artifact.path, signature_length(artifact.signature, decoder=True))
-            return TfliteDecoderRunner(tflite_of(artifact), app_runtime)
+            runner = TfliteDecoderRunner(tflite_of(artifact), app_runtime)
+            if artifact.delegate == "gpu":  # say which kernels the figures come from
+                runner.runtime += "; CPU kernels: LiteRT's GPU backend runs only on the device"
+            return runner
         return TfliteEncoderRunner(artifact.path)
 
 
