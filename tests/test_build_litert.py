@@ -31,7 +31,7 @@ from builder.checksums import sha256_of
 from builder.models.base import Model
 from builder.recipe import EvalSection
 from builder.targets import catalogue
-from builder.validate import golden_prompt, golden_prompt_text, validate_decoder
+from builder.validate import golden_prompt, golden_prompt_text, validate_decoder, validate_encoder
 from tests.conftest import build_cli, recipe_text
 
 TARGET = catalogue()["android-litert"]
@@ -358,3 +358,48 @@ def test_the_gpu_target_is_validated_on_cpu_kernels_and_says_so(tmp_path_factory
     assert entry["benchmark"] is None  # a CPU figure would be mislabelled as the GPU's
     kotlin = "".join(p.read_text() for p in (bundle / "android").rglob("*.kt"))
     assert "Backend.GPU()" in kotlin and "Backend.CPU()" not in kotlin
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "scheme"), [
+    ("text-generation", "fp32"), ("text-generation", "fp16"), ("text-generation", "w8"), ("text-generation", "a8w8"),
+    ("embeddings", "fp16"), ("embeddings", "w8"), ("embeddings", "a8w4"),
+])  # fmt: skip
+def test_every_scheme_lowers_runs_and_passes_the_gate(
+    task: str, scheme: str, tiny_bert: Model, tiny_llama: Model, text: str, tmp_path: Path
+) -> None:
+    if task == "embeddings" and NO_METADATA_WRITER:
+        pytest.skip(NO_METADATA_WRITER)
+    model = tiny_llama if task == "text-generation" else tiny_bert
+    backend, prepared, artifact = _lower(model, scheme, tmp_path)
+    runner = backend.host_runner(artifact, model)
+    reference = backend.reference(prepared, artifact)
+    if task == "text-generation":
+        limits = EvalSection(windows=1, window_tokens=32, decode_steps=8)
+        v = validate_decoder(model, reference, runner, text, limits, scheme, "t").validation  # type: ignore[arg-type]
+        assert v.app_runtime and v.app_runtime["prompt_ids_match"], v.app_runtime
+    else:
+        v = validate_encoder(model, reference, runner, text, EvalSection(), scheme, "t").validation  # type: ignore[arg-type]
+    assert v.status == "passed", v.reason
+    if scheme == "fp32":
+        assert v.lowering_relative_diff < 1e-5
+
+
+@pytest.mark.slow
+def test_minilm_keeps_its_weights_through_the_metadata_writer(tmp_path: Path) -> None:
+    """MiniLM's converted .tflite stores its large buffers outside the flatbuffer, where tflite-support's
+    writer would drop them: the built model must still match the eager one."""
+    if NO_METADATA_WRITER:
+        pytest.skip(NO_METADATA_WRITER)
+    from builder.models import load_model
+
+    model = load_model("builtin:minilm-l6", "embeddings", Path.cwd(), 128)
+    backend, prepared, artifact = _lower(model, "fp32", tmp_path)
+    assert read_metadata(artifact.path)["associated_files"] == ["vocab.txt"]
+    runner = backend.host_runner(artifact, model)
+    enc = model.tokenizer("The quick brown fox jumps over the lazy dog.", return_tensors="pt")
+    expected = prepared.runner.embed(enc["input_ids"], enc["attention_mask"])
+    assert (
+        torch.nn.functional.cosine_similarity(runner.embed(enc["input_ids"], enc["attention_mask"]), expected, dim=0)
+        > 0.9999
+    )

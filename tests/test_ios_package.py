@@ -354,5 +354,6 @@ def test_slmpack_render_rewrites_every_platform_and_names_each_package(tmp_path:
     result = CliRunner().invoke(app, ["render", str(bundle)])
     assert result.exit_code == 0, result.output
     names = [line.split()[-1] for line in result.output.splitlines() if line.startswith("rendered")]
-    assert [Path(n).name for n in names] == ["tinychat-android-xnnpack", "TinyChat-ios-coreml", "TinyChat-ios-xnnpack"]
+    expected = ["tinychat-android-xnnpack", "tinychat-android-litert", "TinyChat-ios-coreml", "TinyChat-ios-xnnpack"]
+    assert [Path(n).name for n in names] == expected
     assert not (package_of(bundle, "ios-coreml") / "Sources/TinyChat/Stale.swift").exists()

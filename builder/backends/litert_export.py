@@ -51,7 +51,20 @@ def export_decoder(request: DecoderExport) -> tuple[Path, Path]:
 
 def _run_decoder_export(request: DecoderExport) -> None:
     from litert_torch.generative.export_hf import export as hf_export
+    from litert_torch.generative.export_hf.core import litert_lm_builder
 
+    build_llm_metadata = litert_lm_builder.build_llm_metadata
+
+    def without_start_token(*args: object, **kwargs: object) -> object:
+        # The exporter makes a chat template's first token (SmolLM2: <|im_start|>) the bundle's start token,
+        # which LiteRT-LM prepends to every prefill. The wrappers feed text slmpack's chat template already
+        # formatted, special tokens included, so the runtime must add none: the device then reads exactly
+        # the prompt ids the host validated.
+        metadata = build_llm_metadata(*args, **kwargs)
+        metadata.ClearField("start_token")
+        return metadata
+
+    litert_lm_builder.build_llm_metadata = without_start_token
     hf_export.export(
         model=request.folder,
         output_dir=request.out_dir,

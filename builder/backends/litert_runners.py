@@ -103,8 +103,9 @@ class LiteRtLmGeneration:
         self.max_tokens = max_tokens
 
     def greedy(self, prompt_text: str, new_tokens: int) -> tuple[list[int], str]:
-        """The prompt's token ids as LiteRT-LM sees them, and its greedy continuation (raw text in, as the
-        wrappers feed it, with slmpack's chat template already applied)."""
+        """The token ids LiteRT-LM prefills for the prompt, and its greedy continuation (raw text in, as the
+        wrappers feed it, with slmpack's chat template already applied). The ids include any start token the
+        bundle makes the runtime prepend, which its tokenizer alone does not show."""
         import litert_lm
 
         litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
@@ -113,8 +114,13 @@ class LiteRtLmGeneration:
         with (
             quiet(),
             tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-") as cache,
-            litert_lm.Engine(str(self.path), max_num_tokens=self.max_tokens, cache_dir=cache) as engine,
+            litert_lm.Engine(
+                str(self.path), max_num_tokens=self.max_tokens, cache_dir=cache, enable_benchmark=True
+            ) as engine,
             engine.create_session(**session_options) as session,
         ):
             session.run_prefill([prompt_text])
-            return list(engine.tokenize(prompt_text)), session.run_decode().texts[0]
+            text = session.run_decode().texts[0]
+            ids = list(engine.tokenize(prompt_text))
+            prepended = session.get_benchmark_info().last_prefill_token_count - len(ids)
+            return [engine.bos_token_id] * prepended + ids, text
