@@ -247,16 +247,18 @@ def test_the_litert_flavour_picks_the_gpu_backend_for_a_gpu_delegate(toolchain: 
 
 def test_the_litert_encoder_feeds_the_signature_the_manifest_names(tmp_path: Path) -> None:
     def rename(data: dict[str, Any]) -> None:
-        (method,) = artifact_of(data, "android-litert")["signature"]["methods"]
-        method["name"] = 'run "it" ${x}'
-        method["outputs"][0]["name"] = "vector\n*/"
+        for method in artifact_of(data, "android-litert")["signature"]["methods"]:
+            method["name"] = f'run "it" ${{x}} {method["inputs"][0]["shape"][1]}'
+            method["outputs"][0]["name"] = "vector\n*/"
 
     bundle = fixture_bundle("encoder", tmp_path, rename)
     rerender(bundle)
     sources = module_of(bundle, "android-litert") / "src/main/kotlin/com/example/tinyembed"
     typed_class = (sources / "TinyEmbed.kt").read_text()
-    for name in ('run "it" ${x}', "input_ids", "attention_mask", "vector\n*/"):
+    for name in ("input_ids", "attention_mask", "vector\n*/"):
         assert f"= {kotlin_string(name)}\n" in typed_class
+    methods = ", ".join(kotlin_string(f'run "it" ${{x}} {n}') for n in (32, 64, 128))
+    assert "LENGTHS = intArrayOf(32, 64, 128)\n" in typed_class and f"METHODS = arrayOf({methods})\n" in typed_class
     config = (sources / "ModelConfig.kt").read_text()
     assert "const val MAX_LENGTH = 128\n" in config and "const val EMBEDDING_DIM = 64\n" in config
 
@@ -273,7 +275,7 @@ def _litert_signature(mutate: Callable[[dict[str, Any]], None]) -> Callable[[dic
     [
         (lambda a: a["signature"]["methods"][0]["inputs"][0].update(dtype="int64"), "input_ids and attention_mask"),
         (lambda a: a["signature"]["methods"][0]["inputs"][0].update(name="mask"), "input_ids and attention_mask"),
-        (lambda a: a["signature"]["metadata"].update(max_length=64), "input_ids and attention_mask"),
+        (lambda a: a["signature"]["metadata"].update(lengths=[32, 64]), "one signature per length"),
         (lambda a: a["signature"]["methods"][0]["outputs"][0].update(shape=[1, 4, 64]), "not float32"),
         (lambda a: a.update(delegate="gpu"), "CPU"),
         (lambda a: a.update(backend="tflite"), "no Android wrapper"),

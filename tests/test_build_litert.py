@@ -66,16 +66,19 @@ def test_encoder_tflite_has_the_embed_signature_and_matches_torch(
 ) -> None:
     backend, prepared, artifact = encoder_fp32
     assert artifact.path.name == "model.tflite" and artifact.runtime_version == "2.3.0"
-    (method,) = artifact.signature["methods"]
-    assert method["name"] == "embed"
-    assert {t["name"]: (t["dtype"], t["shape"]) for t in method["inputs"]} == {
-        "input_ids": ("int32", [1, CONTEXT]), "attention_mask": ("int32", [1, CONTEXT]),
-    }  # fmt: skip
-    assert method["outputs"] == [{"name": "embedding", "dtype": "float32", "shape": [1, tiny_bert.spec.hidden_size]}]
-    assert artifact.signature["metadata"] == {"max_length": CONTEXT}
+    methods = {m["name"]: m for m in artifact.signature["methods"]}
+    assert set(methods) == {"embed_32", "embed_64", f"embed_{CONTEXT}"}
+    for length in (32, 64, CONTEXT):
+        method = methods[f"embed_{length}"]
+        assert {t["name"]: (t["dtype"], t["shape"]) for t in method["inputs"]} == {
+            "input_ids": ("int32", [1, length]), "attention_mask": ("int32", [1, length]),
+        }  # fmt: skip
+        embedding = {"name": "embedding", "dtype": "float32", "shape": [1, tiny_bert.spec.hidden_size]}
+        assert method["outputs"] == [embedding]
+    assert artifact.signature["metadata"] == {"max_length": CONTEXT, "lengths": [32, 64, CONTEXT]}
     runner = backend.host_runner(artifact, tiny_bert)
     assert isinstance(runner, TfliteEncoderRunner)
-    for length in (5, 40):  # the runner pads to the fixed length; padding must not change the embedding
+    for length in (5, 40, 90):  # each runs through the shortest signature that holds it, padded
         ids = torch.tensor([[2, *range(10, 10 + length - 2), 3]])
         mask = torch.ones_like(ids)
         assert torch.allclose(runner.embed(ids, mask), prepared.runner.embed(ids, mask), atol=1e-5)
@@ -295,12 +298,31 @@ def test_encoder_bundle_is_quantized_validated_and_benchmarked(tiny_bert: Model,
     assert v["status"] == "passed" and v["lowering_min_cosine"] > 0.999, v
     assert entry["benchmark"]["runtime"] == "ai_edge_litert.Interpreter" and entry["benchmark"]["ttft_ms"] > 0
     tflite = search_bundle / entry["path"]
-    fp32_bytes = sum(p.numel() * 4 for p in tiny_bert.module.parameters())
-    assert tflite.stat().st_size < fp32_bytes * 0.6  # int8 weights (and embedding table)
+    assert _weight_types(tflite) == {"FULLY_CONNECTED": {"INT8"}, "EMBEDDING_LOOKUP": {"INT8"}}
     assert read_metadata(tflite)["associated_files"] == ["vocab.txt"]
     ids = torch.tensor([entry["golden"]["input_ids"]])
     vector = TfliteEncoderRunner(tflite).embed(ids, torch.ones_like(ids))
     assert np.allclose(vector.numpy(), entry["golden"]["embedding"], atol=1e-5)
+
+
+def _weight_types(path: Path) -> dict[str, set[str]]:
+    """The storage type of the weights each fully connected op and embedding lookup reads."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    ops = {schema.BuiltinOperator.FULLY_CONNECTED: ("FULLY_CONNECTED", 1),
+           schema.BuiltinOperator.EMBEDDING_LOOKUP: ("EMBEDDING_LOOKUP", 1)}  # fmt: skip
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    found: dict[str, set[str]] = {}
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            op = subgraph.Operators(o)
+            kind = ops.get(model.OperatorCodes(op.OpcodeIndex()).BuiltinCode())
+            if kind:
+                tensor = subgraph.Tensors(op.Inputs(kind[1]))
+                found.setdefault(kind[0], set()).add(types[tensor.Type()])
+    return found
 
 
 def test_schemes_litert_cannot_run_are_refused_with_the_reason(write_recipe, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from builder.backends.base import Artifact, LoweringOptions, Prepared, Runner
 from builder.backends.executorch_runners import EagerEncoderRunner
-from builder.backends.litert_export import ENCODER_SIGNATURE, DecoderExport, convert_encoder, export_decoder
+from builder.backends.litert_export import DecoderExport, convert_encoder, encoder_lengths, export_decoder
 from builder.backends.litert_metadata import ModelMetadata, TensorInfo, input_order, write_metadata
 from builder.backends.litert_quantization import (
     A8W4_GRANULARITY,
@@ -99,9 +99,12 @@ class LiteRTBackend:
                 path = tflite = self._lower_encoder(prepared, model, options, work, out_dir)
         _check_runs(tflite, target)
         signature = tflite_signature(tflite)
-        signature["metadata"] = {"max_length": signature_length(signature, decoder)}
         if decoder:
-            signature["metadata"]["prefill_lengths"] = [min(PREFILL_LENGTH, options.max_context)]
+            signature["metadata"] = {"max_length": _cache_length(signature),
+                                     "prefill_lengths": [min(PREFILL_LENGTH, options.max_context)]}  # fmt: skip
+        else:
+            lengths = encoder_lengths(prepared.module.max_context)  # type: ignore[union-attr]
+            signature["metadata"] = {"max_length": max(lengths), "lengths": lengths}
         runtime = target.runtime.for_task(model.spec.task)
         operators: dict[str, Any] = {"tflite": tflite_operators(tflite.read_bytes())}
         if options.scheme == "a8w4":
@@ -145,7 +148,7 @@ class LiteRTBackend:
         assert isinstance(encoder, ExportableEncoder)
         converted = work / "converted.tflite"
         try:
-            convert_encoder(encoder, encoder.max_context, converted)
+            convert_encoder(encoder, encoder_lengths(encoder.max_context), converted)
         except Exception as exc:  # litert-torch reports unsupported constructs in many exception types
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserInputError(f"{model.spec.architecture} cannot be converted to LiteRT: {first_line}") from exc
@@ -162,7 +165,7 @@ class LiteRTBackend:
         pooled = f"{model.spec.pooling or 'mean'}-pooled" + (", L2-normalized" if model.spec.normalize else "")
         metadata = ModelMetadata(
             name=model.source,
-            description=f"{model.spec.architecture} sentence embeddings ({pooled}), signature '{ENCODER_SIGNATURE}'",
+            description=f"{model.spec.architecture} sentence embeddings ({pooled}), one signature per input length",
             version=f"{options.scheme}, {encoder.max_context} tokens",
             author=model.attribution or "unknown",
             license=model.license or "unknown",
@@ -186,11 +189,11 @@ class LiteRTBackend:
         return artifact.delegate != "gpu"
 
     def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
-        return benchmark_litert(artifact.path, request, signature_length(artifact.signature, request.decoder))
+        return benchmark_litert(artifact.path, request, signature_length(artifact.signature))
 
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
         if model.spec.task == "text-generation":
-            app_runtime = LiteRtLmGeneration(artifact.path, signature_length(artifact.signature, decoder=True))
+            app_runtime = LiteRtLmGeneration(artifact.path, signature_length(artifact.signature))
             runner = TfliteDecoderRunner(tflite_of(artifact), app_runtime)
             if artifact.delegate == "gpu":  # say which kernels the figures come from
                 runner.runtime += "; CPU kernels: LiteRT's GPU backend runs only on the device"
@@ -216,9 +219,12 @@ def tflite_of(artifact: Artifact) -> Path:
     return artifact.path.with_name(DECODER_TFLITE) if artifact.path.suffix == ".litertlm" else artifact.path
 
 
-def signature_length(signature: dict[str, Any], decoder: bool) -> int:
-    """The fixed token length: the KV cache length of a decoder (its mask's last dimension), the input
-    length of an encoder."""
-    method = next(m for m in signature["methods"] if m["name"] == ("decode" if decoder else ENCODER_SIGNATURE))
-    tensor = next(t for t in method["inputs"] if t["name"] == ("mask" if decoder else "input_ids"))
-    return int(tensor["shape"][-1])
+def signature_length(signature: dict[str, Any]) -> int:
+    """The longest token sequence the artifact takes: a decoder's KV cache length, an encoder's longest input."""
+    return int(signature["metadata"]["max_length"])
+
+
+def _cache_length(signature: dict[str, Any]) -> int:
+    """A decoder's KV cache length: the last dimension of its decode signature's attention mask."""
+    method = next(m for m in signature["methods"] if m["name"] == "decode")
+    return int(next(t for t in method["inputs"] if t["name"] == "mask")["shape"][-1])

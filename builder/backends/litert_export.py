@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,21 +88,36 @@ class NamedEmbedding(torch.nn.Module):
         return {"embedding": self.encoder(input_ids, attention_mask)}
 
 
-ENCODER_SIGNATURE = "embed"
+SHORTEST_ENCODER_LENGTH = 32
 
 
-def convert_encoder(encoder: torch.nn.Module, length: int, path: Path) -> None:
-    """One `embed` signature at a fixed length: litert-torch 0.10.0 cannot convert a dynamic sequence length
-    of this graph, so the wrappers pad to `length` with attention_mask 0."""
-    import litert_torch
+def encoder_lengths(max_length: int) -> list[int]:
+    """The fixed input lengths an encoder .tflite offers: powers of two from 32 up, and its maximum. A text
+    runs through the shortest that holds it, so a short sentence does not pay for the whole context."""
+    lengths = [n for n in (2**k for k in range(5, 16)) if n < max_length]
+    return [*lengths, max_length] if max_length >= SHORTEST_ENCODER_LENGTH else [max_length]
 
-    example = {
-        "input_ids": torch.ones((1, length), dtype=torch.long),
-        "attention_mask": torch.ones((1, length), dtype=torch.long),
-    }
-    with quiet(1, 2), torch.no_grad():
-        model = litert_torch.signature(ENCODER_SIGNATURE, NamedEmbedding(encoder).eval(), sample_kwargs=example)
-        model.convert().export(str(path))
+
+def encoder_signature(length: int) -> str:
+    return f"embed_{length}"
+
+
+def convert_encoder(encoder: torch.nn.Module, lengths: list[int], path: Path) -> None:
+    """One `embed_<length>` signature per length, sharing one copy of the weights: litert-torch 0.10.0 cannot
+    convert a dynamic sequence length of this graph, so the wrappers pad to the shortest length that fits.
+    The longest comes first, as subgraph 0 is the one TFLite metadata describes."""
+    named = NamedEmbedding(encoder).eval()
+    with quiet(1, 2), torch.no_grad():  # the converter's native logging starts on import
+        import litert_torch
+
+        converter: Any = litert_torch
+        for length in sorted(lengths, reverse=True):
+            example = {
+                "input_ids": torch.ones((1, length), dtype=torch.long),
+                "attention_mask": torch.ones((1, length), dtype=torch.long),
+            }
+            converter = converter.signature(encoder_signature(length), named, sample_kwargs=example)
+        converter.convert().export(str(path))
 
 
 if __name__ == "__main__":

@@ -64,12 +64,14 @@ def inline_buffers(data: bytes) -> bytes:
 
 
 def input_order(path: Path) -> list[str]:
-    """Names of the primary subgraph's inputs, in tensor order (tensor metadata must follow it)."""
+    """Names of subgraph 0's inputs, in tensor order: TFLite metadata describes that subgraph, and its tensor
+    metadata must follow that order."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(path.read_bytes(), 0)
     subgraph = model.Subgraphs(0)
-    signature = model.SignatureDefs(0)
+    signature = next(model.SignatureDefs(i) for i in range(model.SignatureDefsLength())
+                     if model.SignatureDefs(i).SubgraphIndex() == 0)  # fmt: skip
     by_index = {signature.Inputs(i).TensorIndex(): signature.Inputs(i).Name().decode() for i in
                 range(signature.InputsLength())}  # fmt: skip
     return [by_index[subgraph.Inputs(i)] for i in range(subgraph.InputsLength())]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from builder.backends.litert_export import ENCODER_SIGNATURE
+from builder.backends.litert_export import encoder_signature
 from builder.quiet import quiet
 from builder.tools import package_version
 
@@ -72,22 +72,37 @@ class TfliteDecoderRunner:
         return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
+def encoder_lengths_of(path: Path) -> list[int]:
+    """The input lengths of an encoder .tflite, from its `embed_<length>` signature names."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        names = Interpreter(model_path=str(path)).get_signature_list()
+    prefix = encoder_signature(0).removesuffix("0")
+    return sorted(int(name.removeprefix(prefix)) for name in names if name.startswith(prefix))
+
+
+def shortest_fitting(lengths: list[int], count: int) -> int:
+    """The shortest signature length that holds `count` tokens (the longest, which truncates, if none does)."""
+    return min((n for n in lengths if n >= count), default=max(lengths))
+
+
 class TfliteEncoderRunner:
-    """The encoder .tflite through its `embed` signature, inputs padded to the signature's fixed length."""
+    """The encoder .tflite through its `embed_<length>` signatures, each text padded to the shortest that fits."""
 
     runtime = f"litert: ai_edge_litert {package_version('ai-edge-litert')} interpreter"
 
     def __init__(self, path: Path) -> None:
-        self.embed_signature = _signature_runner(path, ENCODER_SIGNATURE)
-        self.length = int(self.embed_signature.get_input_details()["input_ids"]["shape"][-1])
+        self.signatures = {n: _signature_runner(path, encoder_signature(n)) for n in encoder_lengths_of(path)}
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        ids = np.zeros((1, self.length), np.int32)
-        mask = np.zeros((1, self.length), np.int32)
-        count = min(input_ids.shape[1], self.length)
+        length = shortest_fitting(list(self.signatures), input_ids.shape[1])
+        ids = np.zeros((1, length), np.int32)
+        mask = np.zeros((1, length), np.int32)
+        count = min(input_ids.shape[1], length)
         ids[0, :count] = input_ids[0, :count].numpy()
         mask[0, :count] = attention_mask[0, :count].numpy()
-        out = self.embed_signature(input_ids=ids, attention_mask=mask)
+        out = self.signatures[length](input_ids=ids, attention_mask=mask)
         return torch.from_numpy(out["embedding"].astype(np.float32))[0]
 
 

@@ -72,15 +72,17 @@ def _tflite_encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from builder.backends.litert_export import ENCODER_SIGNATURE
+    from builder.backends.litert_export import encoder_signature
+    from builder.backends.litert_runners import encoder_lengths_of, shortest_fitting
     from builder.tools import package_version
 
+    count = len(args["input_ids"])
     start = time.perf_counter()
     interpreter = Interpreter(model_path=args["path"], num_threads=os.cpu_count() or 1)
-    embed = interpreter.get_signature_runner(ENCODER_SIGNATURE)
+    length = shortest_fitting(encoder_lengths_of(Path(args["path"])), count)
+    embed = interpreter.get_signature_runner(encoder_signature(length))
     load_ms = (time.perf_counter() - start) * 1000
-    length = int(embed.get_input_details()["input_ids"]["shape"][-1])
-    count = min(len(args["input_ids"]), length)
+    count = min(count, length)
     ids = np.zeros((1, length), np.int32)
     mask = np.zeros((1, length), np.int32)
     ids[0, :count] = args["input_ids"][:count]

@@ -94,8 +94,8 @@ def _runtime_name(flavour: str, decoder: bool) -> str:
 
 def _encoder_signature(artifact: dict[str, Any], pad_id: int | None) -> dict[str, Any]:
     """What the typed encoder class feeds and reads. ExecuTorch's `.pte` takes any length up to its maximum;
-    LiteRT's `.tflite` takes exactly `max_length` tokens through one named signature, so the names and the
-    fixed shapes are checked here rather than failing on a phone."""
+    LiteRT's `.tflite` takes fixed lengths through named signatures, so the names and the fixed shapes are
+    checked here rather than failing on a phone."""
     signature = artifact["signature"]
     metadata = signature["metadata"]
     if artifact["backend"] == "executorch":
@@ -108,35 +108,47 @@ def _encoder_signature(artifact: dict[str, Any], pad_id: int | None) -> dict[str
             "the CPU (XNNPACK) only",
             "use a LiteRT target with delegate cpu for embedding models",
         )
+    # One `embed_<length>` signature per fixed input length, all with the same tensor names; the class runs
+    # a text through the shortest that holds it.
     methods = signature["methods"]
-    length = metadata.get("max_length")
-    method = methods[0] if len(methods) == 1 else {}
-    # By name, not position: the backend lists a signature's tensors in name order.
-    inputs = {tensor["name"]: tensor for tensor in method.get("inputs", [])}
-    outputs = method.get("outputs", [])
-    feeds = [inputs.get(name, {}) for name in ENCODER_INPUTS]
-    if (
-        len(inputs) != 2
-        or len(outputs) != 1
-        or any((t.get("dtype"), t.get("shape")) != ("int32", [1, length]) for t in feeds)
-    ):
+    lengths = sorted(metadata.get("lengths") or [])
+    by_length: dict[int, str] = {}
+    names: set[tuple[str, str, str]] = set()
+    dims: set[int] = set()
+    for method in methods:
+        # By name, not position: the backend lists a signature's tensors in name order.
+        inputs = {tensor["name"]: tensor for tensor in method.get("inputs", [])}
+        outputs = method.get("outputs", [])
+        feeds = [inputs.get(name, {}) for name in ENCODER_INPUTS]
+        shape = feeds[0].get("shape") or [None, None]
+        if len(inputs) != 2 or len(outputs) != 1 or any(
+            (t.get("dtype"), t.get("shape")) != ("int32", shape) for t in feeds
+        ) or len(shape) != 2 or shape[0] != 1:  # fmt: skip
+            by_length.clear()
+            break
+        output = outputs[0]
+        if output["dtype"] != "float32" or len(output["shape"]) != 2 or output["shape"][0] != 1:
+            raise _refuse(artifact, f"the embedding output is {output!r}, not float32 [1, D]", "rebuild the bundle")
+        by_length[int(shape[1])] = method["name"]
+        names.add((feeds[0]["name"], feeds[1]["name"], output["name"]))
+        dims.add(int(output["shape"][1]))
+    if not by_length or sorted(by_length) != lengths or len(names) != 1 or len(dims) != 1:
         raise _refuse(
             artifact,
-            "a LiteRT embedding model needs one signature taking input_ids and attention_mask (int32, "
-            f"[1, metadata.max_length]) and giving one embedding; found {methods!r} with max_length {length!r}",
+            "a LiteRT embedding model needs one signature per length in metadata.lengths, each taking input_ids "
+            f"and attention_mask (int32, [1, length]) and giving one embedding; found {methods!r} with lengths "
+            f"{lengths!r}",
             "rebuild the bundle with this slmpack",
         )
-    output = outputs[0]
-    if output["dtype"] != "float32" or len(output["shape"]) != 2 or output["shape"][0] != 1:
-        raise _refuse(artifact, f"the embedding output is {output!r}, not float32 [1, D]", "rebuild the bundle")
-    ids, mask = feeds
+    ((ids, mask, output_name),) = names
     return {
-        "max_length": int(length),
-        "embedding_dim": int(output["shape"][1]),
-        "method": method["name"],
-        "input_ids": ids["name"],
-        "attention_mask": mask["name"],
-        "output": output["name"],
+        "max_length": max(lengths),
+        "embedding_dim": dims.pop(),
+        "lengths": lengths,
+        "methods": [by_length[n] for n in lengths],
+        "input_ids": ids,
+        "attention_mask": mask,
+        "output": output_name,
         "pad_id": 0 if pad_id is None else int(pad_id),
     }
 
