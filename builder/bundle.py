@@ -34,6 +34,7 @@ class BuiltArtifact:
     artifact: Artifact
     result: ValidationResult
     benchmark: BenchResult | None
+    benchmark_note: str | None = None  # why there is no benchmark
 
 
 def _tokenizer_kind(model: Model) -> str:
@@ -99,6 +100,7 @@ def manifest(
                 "golden": b.result.golden,
                 "validation": b.result.validation.to_json(),
                 "benchmark": b.benchmark.to_json() if b.benchmark else None,
+                "benchmark_note": b.benchmark_note,
                 "memory_estimate": _memory_estimate(model, recipe, b.artifact, size, b.benchmark),
             }
         )

@@ -113,12 +113,13 @@ def _build_target(
             reference = backend.reference(prepared, artifact)
             result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime)
     bench = None
-    if settings.benchmark and not backend.host_benchmark(artifact):
-        progress.note(f"{target.name}: its runtime does not run on this host, so it has no host benchmark")
-    elif settings.benchmark:
+    blocker = backend.benchmark_blocker(artifact) if settings.benchmark else "skipped by this build (--no-bench)"
+    if blocker is None:
         with progress.stage(f"Benchmarking {label} on the host"):
             bench = backend.benchmark(artifact, bench_request(model, text, settings.bench_iterations))
-    return BuiltArtifact(target=target, artifact=artifact, result=result, benchmark=bench)
+    elif settings.benchmark:
+        progress.note(f"{target.name}: no host benchmark: {blocker}")
+    return BuiltArtifact(target=target, artifact=artifact, result=result, benchmark=bench, benchmark_note=blocker)
 
 
 def bench_request(model: Model, text: str, iterations: int) -> BenchRequest:

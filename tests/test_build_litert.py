@@ -378,6 +378,8 @@ def test_the_gpu_target_is_validated_on_cpu_kernels_and_says_so(tmp_path_factory
     validation = entry["validation"]
     assert validation["status"] == "passed" and "GPU backend runs only on the device" in validation["runtime"]
     assert entry["benchmark"] is None  # a CPU figure would be mislabelled as the GPU's
+    assert entry["benchmark_note"] == "LiteRT-LM's GPU backend runs only on the device"
+    assert "not run: LiteRT-LM&#39;s GPU backend runs only on the device" in (bundle / "report.html").read_text()
     kotlin = "".join(p.read_text() for p in (bundle / "android").rglob("*.kt"))
     assert "Backend.GPU()" in kotlin and "Backend.CPU()" not in kotlin
 

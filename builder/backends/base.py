@@ -99,12 +99,12 @@ class Backend(Protocol):
     def lower(self, prepared: Prepared, model: Model, target: Target, options: LoweringOptions,
               out_dir: Path) -> Artifact: ...  # fmt: skip
 
-    def host_benchmark(self, artifact: Artifact) -> bool:
-        """Whether the artifact's real runtime runs on this host, so it can be benchmarked here."""
+    def benchmark_blocker(self, artifact: Artifact) -> str | None:
+        """Why the artifact's real runtime cannot be benchmarked on this host, or None when it can."""
         ...
 
     def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
-        """DESIGN §8 figures of the artifact in its real runtime; called only where `host_benchmark` is true."""
+        """DESIGN §8 figures of the artifact in its real runtime; called only where `benchmark_blocker` is None."""
         ...
 
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:

@@ -298,8 +298,9 @@ class CoreMLBackend:
             return Prepared(module=wrapper, runner=EagerCoreMLDecoderRunner(wrapper))
         return Prepared(module=wrapper, runner=EagerEncoderRunner(wrapper))  # type: ignore[arg-type]
 
-    def host_benchmark(self, artifact: Artifact) -> bool:
-        return False  # on macOS the runner predicts with Core ML, but no host benchmark of it is written yet
+    def benchmark_blocker(self, artifact: Artifact) -> str | None:
+        # On macOS the runner predicts with Core ML, but no host benchmark of it is written yet.
+        return "Core ML runs only on Apple platforms, and slmpack has no macOS benchmark of it yet"
 
     def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
         raise SlmpackError("slmpack has no host benchmark for Core ML yet; the Swift package's BenchmarkTests "

@@ -145,9 +145,12 @@ def _bind(prepared: Prepared, delegate: Delegate) -> Prepared:
 class ExecuTorchBackend:
     name = "executorch"
 
-    def host_benchmark(self, artifact: Artifact) -> bool:
+    def benchmark_blocker(self, artifact: Artifact) -> str | None:
         # A Core ML delegate does not run in the ExecuTorch runtime off Apple platforms.
-        return runtime_has_delegate(delegate_of_artifact(artifact).backend_id)
+        delegate = delegate_of_artifact(artifact)
+        if runtime_has_delegate(delegate.backend_id):
+            return None
+        return f"the ExecuTorch runtime on this host has no {delegate.backend_id} (Core ML runs only on Apple)"
 
     def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
         return benchmark_pte(artifact.path, request)
@@ -226,7 +229,7 @@ class ExecuTorchBackend:
     def host_runner(self, artifact: Artifact, model: Model) -> Runner | str:
         delegate = delegate_of_artifact(artifact)
         decoder = model.spec.task == "text-generation"
-        if self.host_benchmark(artifact):
+        if runtime_has_delegate(delegate.backend_id):
             return PteDecoderRunner(artifact.path) if decoder else PteEncoderRunner(artifact.path)
         if delegate.name != "coreml":
             return f"the ExecuTorch runtime on this host has no {delegate.backend_id}, and no replay of it exists"

@@ -184,9 +184,9 @@ class LiteRTBackend:
             return Prepared(module=module, runner=EagerEncoderRunner(module))
         return Prepared(module=module, runner=OriginalDecoderRunner(module))
 
-    def host_benchmark(self, artifact: Artifact) -> bool:
+    def benchmark_blocker(self, artifact: Artifact) -> str | None:
         # LiteRT-LM and the interpreter run on every desktop OS, but on its CPU kernels: no figure for a GPU target.
-        return artifact.delegate != "gpu"
+        return "LiteRT-LM's GPU backend runs only on the device" if artifact.delegate == "gpu" else None
 
     def benchmark(self, artifact: Artifact, request: BenchRequest) -> BenchResult:
         return benchmark_litert(artifact.path, request, signature_length(artifact.signature))
