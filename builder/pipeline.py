@@ -25,6 +25,7 @@ from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
 from builder.validate import ValidationResult, validate_decoder, validate_encoder
 from builder.validate.data import load_eval_text
 from builder.validate.gates import Validation
+from builder.validate.tasks import TaskData
 
 BENCH_PROMPT_TOKENS = 64
 BENCH_NEW_TOKENS = 128
@@ -44,13 +45,15 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
         with progress.stage(f"Loading {recipe.model.source}"):
             model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
             text = load_eval_text(recipe.eval.text, loaded.base_dir)
+            tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
+                                  recipe.model.max_context)  # fmt: skip
         if model.source_quantization:
             progress.note(f"source weights were already quantized ({model.source_quantization}); "
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
         original_parameters = model.parameters
         chat = chat_format(model)
         check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
-        built = [_build_target(model, text, loaded, resolved, settings, progress) for resolved in loaded.targets]
+        built = [_build_target(model, text, tasks, loaded, resolved, settings, progress) for resolved in loaded.targets]
         data = manifest(recipe, model, original_parameters, built, chat)
         _print_summary(console, model, built)
         failed = [b for b in built if b.result.validation.status == "failed"]
@@ -83,7 +86,7 @@ def check_wrapper_tokenizer(model: Model, platforms: set[str]) -> None:
 
 
 def _build_target(
-    model: Model, text: str, loaded: LoadedRecipe, resolved: ResolvedTarget, settings: BuildSettings,
+    model: Model, text: str, tasks: TaskData, loaded: LoadedRecipe, resolved: ResolvedTarget, settings: BuildSettings,
     progress: BuildProgress,
 ) -> BuiltArtifact:  # fmt: skip
     recipe = loaded.recipe
@@ -111,7 +114,7 @@ def _build_target(
         else:
             validate = validate_decoder if model.spec.task == "text-generation" else validate_encoder
             reference = backend.reference(prepared, artifact)
-            result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime)
+            result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime, tasks)
     bench = None
     blocker = backend.benchmark_blocker(artifact) if settings.benchmark else "skipped by this build (--no-bench)"
     if blocker is None:

@@ -101,6 +101,9 @@ class EvalSection(_Section):
     min_top1_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
     min_greedy_match: float | None = Field(default=None, ge=0.0, le=1.0)
     min_cosine_similarity: float | None = Field(default=None, ge=-1.0, le=1.0)
+    # Task accuracy, original vs artifact (paths relative to the recipe; formats in builder/validate/tasks.py).
+    multiple_choice: str | None = None  # JSONL: question, choices, answer (text generation)
+    classification: str | None = None  # JSONL: text, label (embeddings)
 
 
 class TargetEntry(_Section):
@@ -117,6 +120,19 @@ class Recipe(_Section):
     generation: GenerationSection = GenerationSection()
     eval: EvalSection = EvalSection()
     targets: list[TargetEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _tasks_fit_the_model(self) -> Recipe:
+        decoder = self.model.task == "text-generation"
+        if self.eval.multiple_choice and not decoder:
+            raise ValueError(
+                "eval.multiple_choice scores text-generation models; for embeddings use eval.classification"
+            )
+        if self.eval.classification and decoder:
+            raise ValueError(
+                "eval.classification scores embedding models; for text generation use eval.multiple_choice"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fits_context(self) -> Recipe:

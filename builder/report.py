@@ -277,6 +277,20 @@ def _gates(a: dict[str, Any]) -> Cell:
     return Cell(f"{sum(g['passed'] for g in gates)}/{len(gates)} passed", "; ".join(text))
 
 
+def _task(kind: str, metric: str) -> Callable[[dict[str, Any]], Cell]:
+    """Task accuracy from the recipe's data file: the original model → the artifact."""
+
+    def cell(a: dict[str, Any]) -> Cell:
+        scores = (a["validation"].get("tasks") or {}).get(kind)
+        if not scores:
+            return missing("no task file in the recipe")
+        original, artifact = scores["original"][metric], scores["artifact"][metric]
+        count = scores["artifact"].get("items") or scores["artifact"].get("texts")
+        return Cell(f"{percent(original)} → {percent(artifact)}", f"{count} items; original → artifact")
+
+    return cell
+
+
 def sections(data: dict[str, Any]) -> list[Section]:
     arts, decoder = data["artifacts"], data["model"]["task"] == "text-generation"
 
@@ -296,6 +310,8 @@ def sections(data: dict[str, Any]) -> list[Section]:
             row("KL divergence", lambda a: _figure(a, "kl_divergence", sci), "nats per token vs the original"),
             row("top-1 vs original", lambda a: _figure(a, "top1_agreement", percent)),
             row("greedy match", lambda a: _figure(a, "greedy_match", percent), "greedy continuation"),
+            row("multiple choice acc", _task("multiple_choice", "acc"), "highest log-likelihood choice"),
+            row("multiple choice acc_norm", _task("multiple_choice", "acc_norm"), "per byte of the choice"),
         ]
         bench = [
             row("decode tok/s", lambda a: _bench(a, "decode_tok_s")),
@@ -304,7 +320,11 @@ def sections(data: dict[str, Any]) -> list[Section]:
         ]
     else:
         lowering.append(row("min cosine", lambda a: _figure(a, "lowering_min_cosine", cosine)))
-        cost = [row("cosine to original", lambda a: _figure(a, "cosine_similarity", cosine, _eval_note(a)))]
+        cost = [
+            row("cosine to original", lambda a: _figure(a, "cosine_similarity", cosine, _eval_note(a))),
+            row("classification (centroid)", _task("classification", "nearest_centroid"), "leave-one-out"),
+            row("classification (k-NN)", _task("classification", "knn"), "leave-one-out"),
+        ]
         bench = [
             row("embedding ms", lambda a: _bench(a, "ttft_ms"), "latency of one embedding call"),
             row("tokens/s", lambda a: _bench(a, "prefill_tok_s")),

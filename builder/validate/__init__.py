@@ -15,6 +15,7 @@ from builder.tasks.embeddings import ExportableEncoder
 from builder.validate import decoder, encoder
 from builder.validate.data import sentences, token_windows
 from builder.validate.gates import Validation, app_runtime_gates, lowering_gates, recipe_gates
+from builder.validate.tasks import TaskData
 
 GOLDEN_TOKENS = 16
 GOLDEN_USER_MESSAGE = "Write one sentence about the sea."
@@ -79,6 +80,7 @@ def validate_decoder(
     limits: EvalSection,
     scheme: str,
     runtime: str,
+    tasks: TaskData | None = None,
 ) -> ValidationResult:
     v = Validation(runtime=runtime)
     prompt = golden_prompt(model)
@@ -93,6 +95,8 @@ def validate_decoder(
     if app is not None:
         text_in = golden_prompt_text(model)
         v.app_runtime = decoder.check_app_runtime(app, model.tokenizer, text_in, prompt[0].tolist(), artifact_tokens)
+    if tasks:
+        v.tasks = tasks.score_decoder({"original": original, "artifact": runner}, model.tokenizer)
     v.eval = {
         "windows": limits.windows,
         "window_tokens": limits.window_tokens,
@@ -117,6 +121,7 @@ def validate_encoder(
     limits: EvalSection,
     scheme: str,
     runtime: str,
+    tasks: TaskData | None = None,
 ) -> ValidationResult:
     v = Validation(runtime=runtime)
     assert isinstance(prepared.module, ExportableEncoder)
@@ -128,6 +133,16 @@ def validate_encoder(
     encoder.measure_lowering(runner, prepared.runner, batch, v)
     original = encoder.OriginalEncoderRunner(ExportableEncoder(copy.deepcopy(model.module), model.spec, max_len))
     encoder.measure_compression(runner, original, batch, v)
+    if tasks:
+
+        def embedder(of: Any) -> Any:
+            def embed(sentence: str) -> torch.Tensor:
+                enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
+                return of.embed(enc["input_ids"], enc["attention_mask"])
+
+            return embed
+
+        v.tasks = tasks.score_encoder({"original": embedder(original), "artifact": embedder(runner)})
     v.eval = {"sentences": len(batch)}
     v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
     v.decide()

@@ -67,6 +67,8 @@ class Validation:
     # The runtime apps embed, where it differs from the one the figures above come from and takes text, not
     # tokens (LiteRT-LM): how it tokenized the golden prompt and its greedy reply against the validated one.
     app_runtime: dict[str, Any] | None = None
+    # Task accuracy from the recipe's data files, for the original model and the artifact (validate/tasks.py).
+    tasks: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
 
