@@ -4,6 +4,7 @@ with the signatures of the model inside, read from the files alone."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +36,26 @@ def tflite_signature(model: bytes | Path) -> dict[str, Any]:
     return {"methods": methods}
 
 
+def named_operators(root: Any, subgraph: Any) -> Iterator[tuple[Any, str]]:
+    """Each operator of a subgraph of a parsed .tflite with its name (`FULLY_CONNECTED`, `CUSTOM:<code>`)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for o in range(subgraph.OperatorsLength()):
+        op = subgraph.Operators(o)
+        code = root.OperatorCodes(op.OpcodeIndex())
+        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
+        yield op, f"CUSTOM:{(code.CustomCode() or b'').decode()}" if name == "CUSTOM" else name
+
+
 def tflite_operators(model: bytes) -> dict[str, int]:
     """Op histogram over all subgraphs: what the runtime must have kernels for."""
     from ai_edge_litert import schema_py_generated as schema
 
     root = schema.Model.GetRootAs(model, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     counts: dict[str, int] = {}
     for s in range(root.SubgraphsLength()):
-        subgraph = root.Subgraphs(s)
-        for o in range(subgraph.OperatorsLength()):
-            code = root.OperatorCodes(subgraph.Operators(o).OpcodeIndex())
-            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
-            if name == "CUSTOM":
-                name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
+        for _, name in named_operators(root, root.Subgraphs(s)):
             counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 

@@ -4,7 +4,6 @@ generate (or embed)."""
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,7 +119,7 @@ def _run_litertlm(
     tokenizer folder is known), the bundle's sampler defaults, its stop strings cutting the reply."""
     import litert_lm
 
-    from builder.quiet import quiet
+    from builder.backends.litert_runners import litert_lm_engine
 
     generation = manifest.get("generation", {})
     text = prompt
@@ -137,12 +136,8 @@ def _run_litertlm(
     )
     stops = [s for s in generation.get("stop_strings", []) if s]
     context = manifest.get("model", {}).get("max_context")
-    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
-    scratch = tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-")  # its XNNPACK cache, not in the bundle
-    with quiet():
-        engine = litert_lm.Engine(str(path), max_num_tokens=context, cache_dir=scratch.name)
     options = {"apply_prompt_template": False, "max_output_tokens": max_new_tokens, "sampler_config": sampler}
-    with scratch, engine, engine.create_session(**options) as session:
+    with litert_lm_engine(path, context) as engine, engine.create_session(**options) as session:
         session.run_prefill([text])
         held = ""
         for response in session.run_decode_async():

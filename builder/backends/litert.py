@@ -26,7 +26,13 @@ from builder.backends.litert_quantization import (
     stored_weights,
     write_recipe,
 )
-from builder.backends.litert_runners import LiteRtLmGeneration, TfliteDecoderRunner, TfliteEncoderRunner
+from builder.backends.litert_runners import (
+    LiteRtLmGeneration,
+    TfliteDecoderRunner,
+    TfliteEncoderRunner,
+    interpreter,
+    run_on_zeros,
+)
 from builder.backends.weights import adopt_artifact_weights
 from builder.bench.host import BenchRequest, BenchResult
 from builder.bench.litert import benchmark_litert
@@ -60,20 +66,14 @@ def _save_hf_folder(model: Model, folder: Path) -> None:
 def _check_runs(path: Path, target: Target) -> None:
     """Run every signature once on zeros: an op or tensor type the LiteRT runtime has no kernel for is named
     here (the runtime's message names the op and tensor), not left for the phone to find."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    with quiet():  # the XNNPACK delegate announces itself on stderr when first applied
-        interpreter = Interpreter(model_path=str(path))
-        for name in interpreter.get_signature_list():
-            runner = interpreter.get_signature_runner(name)
-            zeros = {k: np.zeros(v["shape"], v["dtype"]) for k, v in runner.get_input_details().items()}
-            try:
-                runner(**zeros)
-            except RuntimeError as exc:
-                raise UserInputError(
-                    f"target {target.name!r} cannot run the lowered model: LiteRT rejects signature {name!r}: {exc}"
-                ) from exc
+    model = interpreter(path)
+    for name in model.get_signature_list():
+        try:
+            run_on_zeros(model.get_signature_runner(name))
+        except RuntimeError as exc:
+            raise UserInputError(
+                f"target {target.name!r} cannot run the lowered model: LiteRT rejects signature {name!r}: {exc}"
+            ) from exc
 
 
 class LiteRTBackend:

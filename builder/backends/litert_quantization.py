@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from builder.inspect_litert import named_operators
+
 # LiteRT's XNNPACK delegate (ai-edge-litert 2.3.0 and LiteRT-LM 0.18.1) refuses int4 weights quantized in
 # blocks ("unsupported scale value (0.000000) in channel 0 for INT4 tensor"), so a8w4 stores int4 weights
 # per output channel, the int4 layout its kernels run. Recorded in each artifact as `weight_granularity`.
@@ -21,6 +23,8 @@ A8W4_GRANULARITY = "CHANNELWISE"
 # `decode_logits_output`). One int4 scale per vocabulary row costs SmolLM2 a 20x larger weight error than
 # int8, so a8w4 keeps it at 8 bits, as it does the embedding table it is usually tied to.
 OUTPUT_PROJECTION = ".*logits.*"
+# The ops whose weights the lowering reference takes by role: linear layers and embedding tables.
+READERS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
 
 
 def _recipe_manager() -> Any:
@@ -92,21 +96,16 @@ def stored_weights(path: Path) -> dict[str, list[np.ndarray]]:
     from ai_edge_litert.interpreter import Interpreter
 
     model = schema.Model.GetRootAs(path.read_bytes(), 0)
-    readers = {schema.BuiltinOperator.FULLY_CONNECTED: "FULLY_CONNECTED",
-               schema.BuiltinOperator.EMBEDDING_LOOKUP: "EMBEDDING_LOOKUP"}  # fmt: skip
     interpreter = Interpreter(model_path=str(path))
     seen: set[tuple[Any, ...]] = set()
-    weights: dict[str, list[np.ndarray]] = {"FULLY_CONNECTED": [], "EMBEDDING_LOOKUP": [], "other": []}
+    weights: dict[str, list[np.ndarray]] = {reader: [] for reader in (*READERS, "other")}
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         roles: dict[int, set[str]] = {}
-        for o in range(subgraph.OperatorsLength()):
-            op = subgraph.Operators(o)
-            code = model.OperatorCodes(op.OpcodeIndex())
-            kind = readers.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()))
-            if kind:
+        for op, name in named_operators(model, subgraph):
+            if name in READERS:
                 for i in range(op.InputsLength()):
-                    roles.setdefault(op.Inputs(i), set()).add(kind)
+                    roles.setdefault(op.Inputs(i), set()).add(name)
         for index in range(subgraph.TensorsLength()):
             tensor = subgraph.Tensors(index)
             if tensor.ShapeLength() != 2 or min(tensor.Shape(0), tensor.Shape(1)) < 2:

@@ -4,8 +4,10 @@ for a greedy generation checked against the interpreter's."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,23 @@ DECODE_SIGNATURE = "decode"
 MASKED = -1e9
 
 
-def _signature_runner(path: Path, signature: str) -> Any:
-    """A signature of the .tflite, already run once on zeros: the XNNPACK delegate is applied on the first
-    call and announces itself on stderr, which stays off the user's terminal."""
+def interpreter(path: Path) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
     with quiet():
-        runner = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1).get_signature_runner(signature)
+        return Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+
+
+def run_on_zeros(runner: Any) -> None:
+    """One call of a signature on zero inputs. The XNNPACK delegate is applied on the first call and announces
+    itself on stderr, which stays off the user's terminal; a kernel the runtime lacks raises RuntimeError."""
+    with quiet():
         runner(**{k: np.zeros(v["shape"], v["dtype"]) for k, v in runner.get_input_details().items()})
+
+
+def _warm_runner(model: Any, signature: str) -> Any:
+    runner = model.get_signature_runner(signature)
+    run_on_zeros(runner)
     return runner
 
 
@@ -40,7 +51,7 @@ class TfliteDecoderRunner:
 
     def __init__(self, path: Path, app_runtime: LiteRtLmGeneration | None = None) -> None:
         self.app_runtime = app_runtime  # the .litertlm in LiteRT-LM, checked beside these logits
-        self.decode = _signature_runner(path, DECODE_SIGNATURE)
+        self.decode = _warm_runner(interpreter(path), DECODE_SIGNATURE)
         inputs = self.decode.get_input_details()
         self.cache_names = sorted(name for name in inputs if name.startswith("kv_cache_"))
         self.cache_shapes = {name: (inputs[name]["shape"], inputs[name]["dtype"]) for name in self.cache_names}
@@ -72,19 +83,22 @@ class TfliteDecoderRunner:
         return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
-def encoder_lengths_of(path: Path) -> list[int]:
-    """The input lengths of an encoder .tflite, from its `embed_<length>` signature names."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    with quiet():
-        names = Interpreter(model_path=str(path)).get_signature_list()
+def encoder_lengths_of(model: Any) -> list[int]:
+    """The input lengths of an encoder .tflite's interpreter, from its `embed_<length>` signature names."""
     prefix = encoder_signature(0).removesuffix("0")
-    return sorted(int(name.removeprefix(prefix)) for name in names if name.startswith(prefix))
+    return sorted(int(name.removeprefix(prefix)) for name in model.get_signature_list() if name.startswith(prefix))
 
 
-def shortest_fitting(lengths: list[int], count: int) -> int:
-    """The shortest signature length that holds `count` tokens (the longest, which truncates, if none does)."""
-    return min((n for n in lengths if n >= count), default=max(lengths))
+def padded_inputs(lengths: list[int], input_ids: Sequence[int], attention_mask: Sequence[int]) -> dict[str, Any]:
+    """The feeds of the shortest signature that holds the text (the longest, which truncates, if none does):
+    the ids and mask, then padding the mask hides from attention and pooling."""
+    length = min((n for n in lengths if n >= len(input_ids)), default=max(lengths))
+    count = min(len(input_ids), length)
+    ids = np.zeros((1, length), np.int32)
+    mask = np.zeros((1, length), np.int32)
+    ids[0, :count] = input_ids[:count]
+    mask[0, :count] = attention_mask[:count]
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 class TfliteEncoderRunner:
@@ -93,23 +107,38 @@ class TfliteEncoderRunner:
     runtime = f"litert: ai_edge_litert {package_version('ai-edge-litert')} interpreter"
 
     def __init__(self, path: Path) -> None:
-        self.signatures = {n: _signature_runner(path, encoder_signature(n)) for n in encoder_lengths_of(path)}
+        model = interpreter(path)
+        self.signatures = {n: _warm_runner(model, encoder_signature(n)) for n in encoder_lengths_of(model)}
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        length = shortest_fitting(list(self.signatures), input_ids.shape[1])
-        ids = np.zeros((1, length), np.int32)
-        mask = np.zeros((1, length), np.int32)
-        count = min(input_ids.shape[1], length)
-        ids[0, :count] = input_ids[0, :count].numpy()
-        mask[0, :count] = attention_mask[0, :count].numpy()
-        out = self.signatures[length](input_ids=ids, attention_mask=mask)
+        feeds = padded_inputs(list(self.signatures), input_ids[0].tolist(), attention_mask[0].tolist())
+        out = self.signatures[feeds["input_ids"].shape[1]](**feeds)
         return torch.from_numpy(out["embedding"].astype(np.float32))[0]
+
+
+@contextlib.contextmanager
+def litert_lm_engine(path: Path, max_tokens: int | None, **options: Any) -> Iterator[Any]:
+    """LiteRT-LM's engine over a .litertlm, logging errors only. Its XNNPACK weight cache goes to a scratch
+    folder: given none, the engine writes one beside the model, into a bundle or the artifact cache."""
+    import litert_lm
+
+    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+    with tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-") as cache:
+        with quiet():  # loading logs to stderr
+            engine = litert_lm.Engine(str(path), max_num_tokens=max_tokens, cache_dir=cache, **options)
+        with engine:
+            yield engine
+
+
+def greedy_sampler() -> Any:
+    import litert_lm
+
+    return litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=0.0)
 
 
 class LiteRtLmGeneration:
     """The .litertlm bundle in LiteRT-LM, the runtime the Android wrapper embeds. It takes text and returns
-    text, so it is checked end to end: how it tokenizes the golden prompt, and its greedy reply. (Its engine
-    writes an XNNPACK weight cache beside the model unless given a cache folder: a scratch one here.)"""
+    text, so it is checked end to end: how it tokenizes the golden prompt, and its greedy reply."""
 
     runtime = f"LiteRT-LM {package_version('litert-lm-api')} (CPU)"
 
@@ -121,17 +150,11 @@ class LiteRtLmGeneration:
         """The token ids LiteRT-LM prefills for the prompt, and its greedy continuation (raw text in, as the
         wrappers feed it, with slmpack's chat template already applied). The ids include any start token the
         bundle makes the runtime prepend, which its tokenizer alone does not show."""
-        import litert_lm
-
-        litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
-        greedy = litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=0.0)
-        session_options = {"apply_prompt_template": False, "max_output_tokens": new_tokens, "sampler_config": greedy}
+        session_options = {"apply_prompt_template": False, "max_output_tokens": new_tokens,
+                           "sampler_config": greedy_sampler()}  # fmt: skip
         with (
             quiet(),
-            tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-") as cache,
-            litert_lm.Engine(
-                str(self.path), max_num_tokens=self.max_tokens, cache_dir=cache, enable_benchmark=True
-            ) as engine,
+            litert_lm_engine(self.path, self.max_tokens, enable_benchmark=True) as engine,
             engine.create_session(**session_options) as session,
         ):
             session.run_prefill([prompt_text])

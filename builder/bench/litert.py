@@ -4,9 +4,7 @@ Each runs in a fresh process, like the ExecuTorch benchmark, so peak RSS is the 
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,21 +31,15 @@ def benchmark_litert(path: Path, request: BenchRequest, max_tokens: int) -> Benc
 
 
 def _litertlm_worker(args: dict[str, Any]) -> dict[str, Any]:
-    import litert_lm
-
+    from builder.backends.litert_runners import greedy_sampler, litert_lm_engine
     from builder.tools import package_version
 
-    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
-    greedy = litert_lm.SamplerConfig(top_k=1, top_p=1.0, temperature=0.0)
-    scratch = tempfile.TemporaryDirectory(prefix="slmpack-litert-lm-")  # its XNNPACK cache, not beside the model
-    start = time.perf_counter()
-    engine = litert_lm.Engine(
-        args["path"], max_num_tokens=args["max_tokens"], enable_benchmark=True, cache_dir=scratch.name
-    )
-    load_ms = (time.perf_counter() - start) * 1000
-    options = {"apply_prompt_template": False, "max_output_tokens": args["new_tokens"], "sampler_config": greedy}
+    options = {"apply_prompt_template": False, "max_output_tokens": args["new_tokens"],
+               "sampler_config": greedy_sampler()}  # fmt: skip
     runs = []
-    with scratch, engine:
+    start = time.perf_counter()
+    with litert_lm_engine(Path(args["path"]), args["max_tokens"], enable_benchmark=True) as engine:
+        load_ms = (time.perf_counter() - start) * 1000
         for i in range(args["warmup"] + args["iterations"]):
             with engine.create_session(**options) as session:
                 session.run_prefill([args["prompt"]])
@@ -69,28 +61,22 @@ def _litertlm_worker(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tflite_encoder_worker(args: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
     from builder.backends.litert_export import encoder_signature
-    from builder.backends.litert_runners import encoder_lengths_of, shortest_fitting
+    from builder.backends.litert_runners import encoder_lengths_of, interpreter, padded_inputs
     from builder.tools import package_version
 
-    count = len(args["input_ids"])
+    ids = args["input_ids"]
     start = time.perf_counter()
-    interpreter = Interpreter(model_path=args["path"], num_threads=os.cpu_count() or 1)
-    length = shortest_fitting(encoder_lengths_of(Path(args["path"])), count)
-    embed = interpreter.get_signature_runner(encoder_signature(length))
+    model = interpreter(Path(args["path"]))
+    feeds = padded_inputs(encoder_lengths_of(model), ids, [1] * len(ids))
+    length = feeds["input_ids"].shape[1]
+    embed = model.get_signature_runner(encoder_signature(length))
     load_ms = (time.perf_counter() - start) * 1000
-    count = min(count, length)
-    ids = np.zeros((1, length), np.int32)
-    mask = np.zeros((1, length), np.int32)
-    ids[0, :count] = args["input_ids"][:count]
-    mask[0, :count] = 1
+    count = min(len(ids), length)
     runs = []
     for i in range(args["warmup"] + args["iterations"]):
         start = time.perf_counter()
-        embed(input_ids=ids, attention_mask=mask)
+        embed(**feeds)
         elapsed = (time.perf_counter() - start) * 1000
         if i >= args["warmup"]:
             runs.append({"ttft_ms": elapsed, "prefill_tok_s": count / elapsed * 1000})
