@@ -51,7 +51,7 @@ def _memory_estimate(
     spec = model.spec
     kv = 0
     if spec.task == "text-generation":
-        head_dim = spec.hidden_size // spec.num_heads
+        head_dim = spec.attention_head_dim
         value_bytes = 2 if artifact.backend == "coreml" else 4  # Core ML keeps the cache in fp16 state tensors
         kv = 2 * spec.num_layers * recipe.model.max_context * spec.num_kv_heads * head_dim * value_bytes
     return {
@@ -69,8 +69,11 @@ def _chat(model: Model, chat: ChatFormat | None) -> dict[str, Any] | None:
 
 
 def manifest(
-    recipe: Recipe, model: Model, original_parameters: int, built: list[BuiltArtifact], chat: ChatFormat | None
+    recipe: Recipe, model: Model, original_parameters: int, built: list[BuiltArtifact], chat: ChatFormat | None,
+    compression: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`model` is the model the artifacts were lowered from (after pruning, factorization and distillation);
+    `compression` records those steps and their cost (builder.compress.pipeline)."""
     spec = model.spec
     pkg = recipe.package
     stop_strings = recipe.generation.stop_strings
@@ -125,6 +128,9 @@ def manifest(
             "vocab_size": spec.vocab_size,
             "hidden_size": spec.hidden_size,
             "num_layers": spec.num_layers,
+            "num_heads": spec.num_heads,
+            "num_kv_heads": spec.num_kv_heads,
+            "head_dim": spec.attention_head_dim,
             "bos_id": spec.bos_id,
             "eos_ids": list(spec.eos_ids),
             "pad_id": spec.pad_id,
@@ -133,6 +139,7 @@ def manifest(
             "pooling": spec.pooling,
             "normalize": spec.normalize,
             "source_quantization": model.source_quantization,
+            "compression": compression or {"steps": [], "calibration": None},
             "license": model.license,
             "attribution": model.attribution,
         },

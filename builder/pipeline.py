@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +16,7 @@ from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
 from builder.chat_template import ChatFormat, reduce_chat_template
 from builder.checksums import size_of
+from builder.compress.pipeline import Compressed, compress, wanted
 from builder.compress.quantization import embeddings_quantized
 from builder.errors import GateFailedError
 from builder.models import load_model
@@ -47,14 +49,15 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
             text = load_eval_text(recipe.eval.text, loaded.base_dir)
             tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
                                   recipe.model.max_context)  # fmt: skip
+        check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
+        compressed = compress_stage(model, text, loaded, progress)
         if model.source_quantization:
             progress.note(f"source weights were already quantized ({model.source_quantization}); "
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
-        original_parameters = model.parameters
         chat = chat_format(model)
-        check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
-        built = [_build_target(model, text, tasks, loaded, resolved, settings, progress) for resolved in loaded.targets]
-        data = manifest(recipe, model, original_parameters, built, chat)
+        built = [_build_target(compressed.model, model, text, tasks, loaded, resolved, settings, progress)
+                 for resolved in loaded.targets]  # fmt: skip
+        data = manifest(recipe, compressed.model, model.parameters, built, chat, compressed.to_json())
         _print_summary(console, model, built)
         failed = [b for b in built if b.result.validation.status == "failed"]
         if failed:
@@ -64,6 +67,25 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
         with progress.stage(f"Writing bundle {final}"):
             write_bundle(final, data, model, built)
     return final
+
+
+def compress_stage(model: Model, text: str, loaded: LoadedRecipe, progress: BuildProgress) -> Compressed:
+    """Prune, factorize and distill once for every target (quantization follows per backend)."""
+    settings = loaded.recipe.compress
+    if not wanted(settings):
+        return Compressed(model)
+    progress.add_stages(1 + sum(x is not None for x in (settings.prune, settings.lowrank)) + 2 * bool(settings.distill))
+    compressed = compress(model, settings, text, loaded.recipe.eval, loaded.base_dir, progress.stage,
+                          lambda total: progress.steps("Distilling from the original model", total))  # fmt: skip
+    for step in compressed.steps[1:]:
+        progress.note(f"{step['step']}: {step['parameters']:,} parameters, " + _step_quality(step))
+    return compressed
+
+
+def _step_quality(step: dict[str, Any]) -> str:
+    if "perplexity" in step:
+        return f"perplexity {step['perplexity_original']:.2f} → {step['perplexity']:.2f}"
+    return f"cosine to the original {step['cosine_similarity']:.5f}"
 
 
 def chat_format(model: Model) -> ChatFormat | None:
@@ -86,9 +108,11 @@ def check_wrapper_tokenizer(model: Model, platforms: set[str]) -> None:
 
 
 def _build_target(
-    model: Model, text: str, tasks: TaskData, loaded: LoadedRecipe, resolved: ResolvedTarget, settings: BuildSettings,
-    progress: BuildProgress,
+    model: Model, original: Model, text: str, tasks: TaskData, loaded: LoadedRecipe, resolved: ResolvedTarget,
+    settings: BuildSettings, progress: BuildProgress,
 ) -> BuiltArtifact:  # fmt: skip
+    """Lower, validate and benchmark `model` (the compressed one) for one target; compression cost is
+    measured against `original`."""
     recipe = loaded.recipe
     target = resolved.target
     backend = get_backend(target.backend)
@@ -114,7 +138,8 @@ def _build_target(
         else:
             validate = validate_decoder if model.spec.task == "text-generation" else validate_encoder
             reference = backend.reference(prepared, artifact)
-            result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime, tasks)
+            result = validate(model, reference, runner, text, recipe.eval, options.scheme, runtime, tasks,
+                              original=original.module)  # fmt: skip
     bench = None
     blocker = backend.benchmark_blocker(artifact) if settings.benchmark else "skipped by this build (--no-bench)"
     if blocker is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -45,6 +45,24 @@ class BuildProgress:
         yield
         self.progress.advance(self.overall)
         self.console.print(f"[green]✓[/green] {description} [dim]({time.perf_counter() - start:.1f}s)[/dim]")
+
+    def add_stages(self, count: int) -> None:
+        total = self.progress.tasks[self.overall].total or 0
+        self.progress.update(self.overall, total=total + count)
+
+    @contextlib.contextmanager
+    def steps(self, description: str, total: int) -> Iterator[Callable[[int, float], None]]:
+        """A stage of `total` steps with a bar of its own, each step reporting its loss."""
+        bar = self.progress.add_task(description, total=total)
+
+        def advance(step: int, loss: float) -> None:
+            self.progress.update(bar, completed=step, description=f"{description} (loss {loss:.4f})")
+
+        with self.stage(description):
+            try:
+                yield advance
+            finally:
+                self.progress.remove_task(bar)
 
     def note(self, message: str) -> None:
         self.console.print(f"  [dim]{message}[/dim]")

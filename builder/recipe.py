@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,6 +32,10 @@ _FIX_HINTS: dict[str, str] = {
     "model.task": 'use "text-generation" or "embeddings"',
     "compress.sparsity": "use a fraction from 0 (no pruning) up to, not including, 1, e.g. 0.5",
     "targets.sparsity": "use a fraction from 0 (no pruning) up to, not including, 1, e.g. 0.5",
+    "compress.prune.sparsity": "use a fraction above 0 and below 1, e.g. 0.3",
+    "compress.prune": 'e.g. prune = { method = "structured", sparsity = 0.3, parts = ["mlp", "heads"] }',
+    "compress.lowrank": "e.g. lowrank = { ratio = 0.5 } or lowrank = { energy = 0.95 }",
+    "compress.distill": 'e.g. distill = { steps = 300, data = "builtin:shakespeare" }',
 }
 
 
@@ -73,13 +77,80 @@ class ModelSection(_Section):
     max_context: int = Field(default=512, ge=32, le=8192)
 
 
+PrunePart = Literal["mlp", "heads", "layers"]
+
+
+class PruneSection(_Section):
+    """Torch-level pruning for every target (builder/compress/prune.py)."""
+
+    method: Literal["magnitude", "structured"]
+    # magnitude: the fraction of block weights set to zero; structured: the fraction of the model's
+    # parameters removed (the model becomes a smaller one of the same architecture).
+    sparsity: float = Field(gt=0.0, lt=1.0)
+    scope: Literal["layer", "global"] | None = None  # magnitude: threshold per weight matrix or over all
+    parts: list[PrunePart] | None = None  # structured: what may shrink (default: mlp and heads)
+    channel_multiple: int = Field(default=32, ge=1)  # structured: MLP widths stay multiples of this
+
+    @model_validator(mode="after")
+    def _options_fit_the_method(self) -> PruneSection:
+        if self.method == "magnitude" and self.parts is not None:
+            raise ValueError("parts applies to method = 'structured' only; magnitude pruning takes scope")
+        if self.method == "structured" and self.scope is not None:
+            raise ValueError("scope applies to method = 'magnitude' only; structured pruning takes parts")
+        if self.parts is not None and (not self.parts or len(set(self.parts)) != len(self.parts)):
+            raise ValueError("parts must list each of 'mlp', 'heads', 'layers' at most once, and at least one")
+        return self
+
+
+class LowRankSection(_Section):
+    """Truncated-SVD factorization of block Linears into two thinner ones (builder/compress/lowrank.py)."""
+
+    ratio: float | None = Field(default=None, gt=0.0, lt=1.0)  # rank kept, as a fraction of the full rank
+    energy: float | None = Field(default=None, gt=0.0, lt=1.0)  # smallest rank keeping this share of σ²
+    modules: list[Literal["mlp", "attention"]] = ["mlp", "attention"]
+    # XNNPACK's int4 kernels read inputs in groups of 32: a rank that is not a multiple fails to lower for a8w4.
+    rank_multiple: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LowRankSection:
+        if (self.ratio is None) == (self.energy is None):
+            raise ValueError("set exactly one of ratio (e.g. 0.5) or energy (e.g. 0.95)")
+        return self
+
+
+class DistillSection(_Section):
+    """Knowledge distillation of the compressed student from the original teacher (builder/compress/distill.py)."""
+
+    steps: int = Field(default=300, ge=1, le=100_000)
+    data: str | None = None  # text file or built-in corpus; default: the calibration text
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+    batch_size: int = Field(default=4, ge=1, le=256)
+    sequence_length: int = Field(default=128, ge=8, le=8192)
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
+    hidden_weight: float = Field(default=0.0, ge=0.0)  # weight of the last-hidden-state MSE beside the KL
+    seed: int = 0
+
+
+class CalibrationSection(_Section):
+    """Text that importance scores read (and distillation, unless it names its own); never the evaluation's."""
+
+    text: str = "builtin:shakespeare"
+    windows: int = Field(default=16, ge=1, le=4096)
+    window_tokens: int = Field(default=128, ge=8, le=8192)
+
+
 class CompressSection(_Section):
     quantize: SchemeName = "fp32"
     # None: the scheme's default (int8 tables for the int8/int4 schemes, as peers do).
     quantize_embeddings: bool | None = None
-    # Unstructured magnitude pruning: the fraction of each weight tensor set to zero, on targets that
-    # store sparse weights (`prune = true` in their TOML). 0 prunes nothing.
+    # Unstructured magnitude pruning stored sparse, on targets whose runtime has a sparse weight format
+    # (`prune = true` in their TOML): the fraction of each weight tensor set to zero. 0 prunes nothing.
     sparsity: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # Torch-level compression for every target, applied in this order before quantization.
+    prune: PruneSection | None = None
+    lowrank: LowRankSection | None = None
+    distill: DistillSection | None = None
+    calibration: CalibrationSection = CalibrationSection()
 
 
 class GenerationSection(_Section):
@@ -95,6 +166,7 @@ class EvalSection(_Section):
     text: str = "builtin:shakespeare"
     windows: int = Field(default=4, ge=1, le=64)
     window_tokens: int = Field(default=256, ge=16)
+    stride: int | None = Field(default=None, ge=1)  # sliding windows: None = window_tokens (no overlap)
     decode_steps: int = Field(default=32, ge=1, le=512)
     # Compression-cost gates: reported always, enforced only when set (DESIGN §11).
     max_perplexity_increase: float | None = Field(default=None, gt=0.0)
@@ -139,6 +211,9 @@ class Recipe(_Section):
         if self.model.task != "text-generation":
             return self
         context = self.model.max_context
+        if self.eval.stride is not None and self.eval.stride > self.eval.window_tokens:
+            raise ValueError(f"eval.stride ({self.eval.stride}) must not exceed eval.window_tokens "
+                             f"({self.eval.window_tokens})")  # fmt: skip
         if self.eval.window_tokens >= context:
             raise ValueError(f"eval.window_tokens ({self.eval.window_tokens}) must be smaller than "
                              f"model.max_context ({context})")  # fmt: skip
@@ -250,6 +325,12 @@ def _resolve_targets(recipe: Recipe, path: Path, only: list[str] | None) -> list
                 f"{path}: '{where}' = {sparsity} asks for pruning, which target {target.name!r} does not store "
                 f"(its runtime has no sparse weight format here). Fix: set '{where}' = 0 for it, or use a target "
                 f"that prunes ({', '.join(pruning)})"
+            )
+        if recipe.compress.lowrank and target.backend == "litert" and recipe.model.task == "text-generation":
+            raise UserInputError(
+                f"{path}: 'compress.lowrank' factorizes Linears into pairs that no Hugging Face config describes, "
+                f"and target {target.name!r} exports decoders from a saved Hugging Face folder. Fix: remove "
+                "compress.lowrank, or build this target from a separate recipe (structured pruning is fine)"
             )
         emb = entry.quantize_embeddings
         resolved.append(

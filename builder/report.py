@@ -415,6 +415,51 @@ def model_card(data: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+_STEP_NAMES = {"original": "original", "prune": "pruned", "lowrank": "low-rank factorized", "distill": "distilled"}
+
+
+def _step_details(step: dict[str, Any]) -> str:
+    d = step.get("details") or {}
+    name = step["step"]
+    if name == "prune" and d.get("method") == "structured":
+        parts = [f"{', '.join(d['parts'])}, sparsity {d['sparsity']} asked, {percent(d['achieved_sparsity'])} removed"]
+        for key, label in (("blocks", "blocks"), ("mlp_width", "MLP width"), ("attention_heads", "heads"),
+                           ("kv_heads", "KV heads")):  # fmt: skip
+            before, after = d[key]
+            if before != after:
+                parts.append(f"{label} {before} → {after}")
+        return "; ".join(parts)
+    if name == "prune":
+        return f"magnitude ({d['scope']}), {percent(d['block_weight_sparsity'])} of block weights zeroed"
+    if name == "lowrank":
+        rule = f"ratio {d['ratio']}" if d.get("ratio") is not None else f"energy {d['energy']}"
+        return f"{rule}: {d['replaced']} Linears factorized, {d['kept_full_rank']} kept (no saving)"
+    if name == "distill":
+        return (f"{d['steps']} steps x {d['batch_size']} x {d['sequence_length']} tokens, {d['loss']} loss "
+                f"{d['loss_first']:.4f} → {d['loss_last']:.4f}, {d['device']}")  # fmt: skip
+    return ""
+
+
+def compression_steps(data: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per compression step (original first): parameters and eager quality against the original."""
+    steps = (data["model"].get("compression") or {}).get("steps") or []
+    rows = []
+    original = steps[0]["parameters"] if steps else 0
+    for step in steps:
+        change = "" if step["step"] == "original" else f" ({signed_percent(step['parameters'] / original - 1)})"
+        if "perplexity" in step:
+            quality = (f"ppl {two_decimals(step['perplexity'])} · top-1 {percent(step['top1_agreement'])} · "
+                       f"KL {step['kl_divergence']:.4f}")  # fmt: skip
+        else:
+            quality = f"cosine {cosine(step['cosine_similarity'])}"
+        nonzero = step.get("nonzero_parameters", step["parameters"])
+        sparse = f", {nonzero:,} non-zero" if nonzero < step["parameters"] * 0.99 else ""
+        rows.append({"step": _STEP_NAMES.get(step["step"], step["step"]), "parameters": f"{step['parameters']:,}"
+                     f"{change}{sparse}", "quality": quality, "details": _step_details(step),
+                     "seconds": f"{step.get('seconds', 0):.1f} s"})  # fmt: skip
+    return rows
+
+
 def source_quantization_note(data: dict[str, Any]) -> str:
     quant = data["model"].get("source_quantization")
     if not quant:
@@ -500,6 +545,8 @@ def render_report(data: dict[str, Any], templates: Path | None = None) -> str:
         "schema": data.get("schema", ""),
         "model_card": model_card(data),
         "source_note": source_quantization_note(data),
+        "compression_steps": compression_steps(data),
+        "calibration": (data["model"].get("compression") or {}).get("calibration"),
         "columns": [_column(a) for a in data["artifacts"]],
         "sections": sections(data),
         "chart": chart(data),

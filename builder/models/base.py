@@ -31,6 +31,11 @@ class ModelSpec:
     # Embedding models: how token states become one vector (sentence-transformers pooling config).
     pooling: Literal["mean", "cls"] | None = None
     normalize: bool = False
+    head_dim: int | None = None  # None: hidden_size // num_heads
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
 
 
 @dataclass

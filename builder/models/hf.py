@@ -99,6 +99,7 @@ def spec_from(config: Any, tokenizer: Any, task: Task, folder: Path) -> ModelSpe
         stop_strings=tuple(dict.fromkeys(s for s in stops if s)),
         pooling=pooling,  # type: ignore[arg-type]
         normalize=normalize,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
     )
 
 

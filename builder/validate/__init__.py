@@ -81,25 +81,29 @@ def validate_decoder(
     scheme: str,
     runtime: str,
     tasks: TaskData | None = None,
+    original: torch.nn.Module | None = None,
 ) -> ValidationResult:
+    """`model` is the model the artifact was lowered from; compression cost is measured against `original`
+    (the model before pruning, factorization and distillation), by default `model.module` itself."""
     v = Validation(runtime=runtime)
     prompt = golden_prompt(model)
     decoder.measure_lowering(runner, prepared.runner, prompt, limits.decode_steps, v)
-    original = decoder.OriginalDecoderRunner(model.module)
-    windows = token_windows(model.tokenizer, text, limits.windows, limits.window_tokens)
-    decoder.measure_compression(runner, original, windows, v)
+    original_runner = decoder.OriginalDecoderRunner(model.module if original is None else original)
+    windows = token_windows(model.tokenizer, text, limits.windows, limits.window_tokens, limits.stride)
+    decoder.measure_compression(runner, original_runner, windows, v)
     artifact_tokens = decoder.greedy(runner, prompt, limits.decode_steps)
-    original_tokens = decoder.greedy(original, prompt, limits.decode_steps)
+    original_tokens = decoder.greedy(original_runner, prompt, limits.decode_steps)
     v.greedy_match = decoder.common_prefix_fraction(original_tokens, artifact_tokens)
     app = getattr(runner, "app_runtime", None)
     if app is not None:
         text_in = golden_prompt_text(model)
         v.app_runtime = decoder.check_app_runtime(app, model.tokenizer, text_in, prompt[0].tolist(), artifact_tokens)
     if tasks:
-        v.tasks = tasks.score_decoder({"original": original, "artifact": runner}, model.tokenizer)
+        v.tasks = tasks.score_decoder({"original": original_runner, "artifact": runner}, model.tokenizer)
     v.eval = {
         "windows": limits.windows,
         "window_tokens": limits.window_tokens,
+        "stride": limits.stride or limits.window_tokens,
         "decode_steps": limits.decode_steps,
     }
     v.gates = lowering_gates(v, scheme) + app_runtime_gates(v) + recipe_gates(v, limits)
@@ -122,6 +126,7 @@ def validate_encoder(
     scheme: str,
     runtime: str,
     tasks: TaskData | None = None,
+    original: torch.nn.Module | None = None,
 ) -> ValidationResult:
     v = Validation(runtime=runtime)
     assert isinstance(prepared.module, ExportableEncoder)
@@ -131,8 +136,11 @@ def validate_encoder(
         enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
         batch.append((enc["input_ids"], enc["attention_mask"]))
     encoder.measure_lowering(runner, prepared.runner, batch, v)
-    original = encoder.OriginalEncoderRunner(ExportableEncoder(copy.deepcopy(model.module), model.spec, max_len))
-    encoder.measure_compression(runner, original, batch, v)
+    original_module = model.module if original is None else original
+    original_runner = encoder.OriginalEncoderRunner(
+        ExportableEncoder(copy.deepcopy(original_module), model.spec, max_len)
+    )
+    encoder.measure_compression(runner, original_runner, batch, v)
     if tasks:
 
         def embedder(of: Any) -> Any:
@@ -142,7 +150,7 @@ def validate_encoder(
 
             return embed
 
-        v.tasks = tasks.score_encoder({"original": embedder(original), "artifact": embedder(runner)})
+        v.tasks = tasks.score_encoder({"original": embedder(original_runner), "artifact": embedder(runner)})
     v.eval = {"sentences": len(batch)}
     v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
     v.decide()

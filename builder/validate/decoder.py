@@ -12,6 +12,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from builder.backends.base import DecoderRunner
+from builder.validate.data import Window
 from builder.validate.gates import Validation
 
 
@@ -69,25 +70,28 @@ def _mean_kl(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 def measure_compression(
-    artifact: DecoderRunner, original: DecoderRunner, windows: list[torch.Tensor], v: Validation
+    artifact: DecoderRunner, original: DecoderRunner, windows: list[Window], v: Validation
 ) -> None:
-    """Perplexity (fresh cache per window), top-1 agreement and KL(original || artifact)."""
+    """Perplexity over each window's scored tokens (fresh cache per window), and top-1 agreement and
+    KL(original || artifact) over the positions that predict them."""
     nll_art = nll_ref = 0.0
     count = 0
     agree = 0.0
     kl_sum = 0.0
+    positions = 0
     for window in windows:
         artifact.reset()
         original.reset()
-        art = artifact.logits(window, 0).float()
-        ref = original.logits(window, 0).float()
-        targets = window[0, 1:]
+        first = window.scored_from - 1
+        art = artifact.logits(window.ids, 0).float()[first:]
+        ref = original.logits(window.ids, 0).float()[first:]
+        targets = window.ids[0, window.scored_from :]
         nll_art += F.cross_entropy(art[:-1], targets, reduction="sum").item()
         nll_ref += F.cross_entropy(ref[:-1], targets, reduction="sum").item()
         count += targets.numel()
         agree += (art.argmax(-1) == ref.argmax(-1)).float().sum().item()
         kl_sum += _mean_kl(ref, art) * len(ref)
-    positions = sum(w.shape[1] for w in windows)
+        positions += len(ref)
     v.perplexity = math.exp(nll_art / count)
     v.perplexity_reference = math.exp(nll_ref / count)
     v.top1_agreement = agree / positions
