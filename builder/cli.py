@@ -103,6 +103,29 @@ def build(
     console.print(f"[bold green]Bundle ready:[/bold green] {final}")
 
 
+@app.command("eval")
+@_friendly
+def evaluate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    target: Annotated[list[str] | None, typer.Option("--target", help="Measure only this target's scheme.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
+) -> None:
+    """Measure what the recipe's compression costs, in eager PyTorch, without lowering anything: the original,
+    each step (prune, low-rank, distill) and each ExecuTorch scheme, on the recipe's evaluation text and tasks.
+
+    Example: slmpack eval examples/smolchat-pruned.toml --json eval.json
+    """
+    from builder.evaluate import evaluate as run_eval
+    from builder.evaluate import print_report
+    from builder.recipe import load_recipe
+
+    report = run_eval(load_recipe(recipe, only_targets=target), console)
+    print_report(report, console)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+        console.print(f"[green]wrote[/green] {json_out}")
+
+
 @app.command()
 @_friendly
 def render(

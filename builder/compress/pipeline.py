@@ -31,19 +31,13 @@ from builder.recipe import CompressSection, EvalSection
 from builder.tasks.embeddings import ExportableEncoder
 from builder.tools import tool_versions
 from builder.validate import decoder as decoder_metrics
+from builder.validate import decoder_cost, encoder_cost, original_encoder
 from builder.validate import encoder as encoder_metrics
-from builder.validate.data import (
-    calibration_windows,
-    covered_chars,
-    load_calibration_text,
-    sentences,
-    token_windows,
-)
+from builder.validate.data import calibration_windows, covered_chars, load_calibration_text
 from builder.validate.gates import Validation
 
 CACHE_VERSION = "1"
 _CODE = Path(__file__).resolve().parent
-ENCODER_SENTENCES = 32
 
 # A stage runs inside `stage(description)` (a progress spinner in a build); distillation also reports
 # each step through `distill_progress(total)` -> callback.
@@ -94,33 +88,24 @@ class _Measure:
     """Eager quality of a compressed module against the original, on the evaluation text."""
 
     def __init__(self, model: Model, eval_text: str, limits: EvalSection) -> None:
-        self.model = model
+        self.model, self.text, self.limits = model, eval_text, limits
         self.decoder = model.spec.task == "text-generation"
+        self.max_len = min(limits.window_tokens, model.spec.max_position_embeddings)
         if self.decoder:
-            self.windows = token_windows(
-                model.tokenizer, eval_text, limits.windows, limits.window_tokens, limits.stride
-            )
-            self.original = decoder_metrics.OriginalDecoderRunner(model.module)
+            self.original: Any = decoder_metrics.OriginalDecoderRunner(model.module)
         else:
-            max_len = min(256, model.spec.max_position_embeddings)
-            self.batch = []
-            for text in sentences(eval_text, ENCODER_SENTENCES):
-                enc = model.tokenizer(text, truncation=True, max_length=max_len, return_tensors="pt")
-                self.batch.append((enc["input_ids"], enc["attention_mask"]))
-            self.max_len = max_len
-            self.original = encoder_metrics.OriginalEncoderRunner(
-                ExportableEncoder(copy.deepcopy(model.module), model.spec, max_len)
-            )
+            self.original = original_encoder(model, None, self.max_len)
 
     def __call__(self, module: nn.Module, spec: ModelSpec) -> dict[str, Any]:
         v = Validation(runtime="eager")
         if self.decoder:
-            decoder_metrics.measure_compression(decoder_metrics.OriginalDecoderRunner(module), self.original,
-                                                self.windows, v)  # fmt: skip
+            runner = decoder_metrics.OriginalDecoderRunner(module)
+            decoder_cost(self.model, runner, self.original, self.text, self.limits, None, v)
             return {"perplexity": v.perplexity, "perplexity_original": v.perplexity_reference,
-                    "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence}  # fmt: skip
+                    "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence,
+                    "greedy_match": v.greedy_match}  # fmt: skip
         student = encoder_metrics.OriginalEncoderRunner(ExportableEncoder(copy.deepcopy(module), spec, self.max_len))
-        encoder_metrics.measure_compression(student, self.original, self.batch, v)
+        encoder_cost(self.model, student, self.original, self.text, self.max_len, None, v)
         return {"cosine_similarity": v.cosine_similarity}
 
 

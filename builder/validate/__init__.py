@@ -72,6 +72,28 @@ def tokenizer_golden(model: Model, max_length: int) -> list[dict[str, Any]]:
     return samples
 
 
+def decoder_cost(
+    model: Model, runner: Runner, original: Runner, text: str, limits: EvalSection, tasks: TaskData | None,
+    v: Validation,
+) -> list[int]:  # fmt: skip
+    """Compression cost of `runner` against `original` into `v`: perplexity, top-1, KL, greedy match and
+    task accuracy; returns the runner's greedy tokens after the golden prompt."""
+    prompt = golden_prompt(model)
+    windows = token_windows(model.tokenizer, text, limits.windows, limits.window_tokens, limits.stride)
+    decoder.measure_compression(runner, original, windows, v)
+    tokens = decoder.greedy(runner, prompt, limits.decode_steps)
+    v.greedy_match = decoder.common_prefix_fraction(decoder.greedy(original, prompt, limits.decode_steps), tokens)
+    if tasks:
+        v.tasks = tasks.score_decoder({"original": original, "artifact": runner}, model.tokenizer)
+    v.eval = {
+        "windows": limits.windows,
+        "window_tokens": limits.window_tokens,
+        "stride": limits.stride or limits.window_tokens,
+        "decode_steps": limits.decode_steps,
+    }
+    return tokens
+
+
 def validate_decoder(
     model: Model,
     prepared: Prepared,
@@ -89,23 +111,11 @@ def validate_decoder(
     prompt = golden_prompt(model)
     decoder.measure_lowering(runner, prepared.runner, prompt, limits.decode_steps, v)
     original_runner = decoder.OriginalDecoderRunner(model.module if original is None else original)
-    windows = token_windows(model.tokenizer, text, limits.windows, limits.window_tokens, limits.stride)
-    decoder.measure_compression(runner, original_runner, windows, v)
-    artifact_tokens = decoder.greedy(runner, prompt, limits.decode_steps)
-    original_tokens = decoder.greedy(original_runner, prompt, limits.decode_steps)
-    v.greedy_match = decoder.common_prefix_fraction(original_tokens, artifact_tokens)
+    artifact_tokens = decoder_cost(model, runner, original_runner, text, limits, tasks, v)
     app = getattr(runner, "app_runtime", None)
     if app is not None:
         text_in = golden_prompt_text(model)
         v.app_runtime = decoder.check_app_runtime(app, model.tokenizer, text_in, prompt[0].tolist(), artifact_tokens)
-    if tasks:
-        v.tasks = tasks.score_decoder({"original": original_runner, "artifact": runner}, model.tokenizer)
-    v.eval = {
-        "windows": limits.windows,
-        "window_tokens": limits.window_tokens,
-        "stride": limits.stride or limits.window_tokens,
-        "decode_steps": limits.decode_steps,
-    }
     v.gates = lowering_gates(v, scheme) + app_runtime_gates(v) + recipe_gates(v, limits)
     v.decide()
     golden = {
@@ -115,6 +125,38 @@ def validate_decoder(
         "greedy_tokens": artifact_tokens[:GOLDEN_TOKENS],
     }
     return ValidationResult(v, golden)
+
+
+def encoder_batch(model: Model, text: str, max_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    batch = []
+    for sentence in sentences(text, ENCODER_SENTENCES):
+        enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
+        batch.append((enc["input_ids"], enc["attention_mask"]))
+    return batch
+
+
+def original_encoder(model: Model, original: torch.nn.Module | None, max_len: int) -> encoder.OriginalEncoderRunner:
+    module = model.module if original is None else original
+    return encoder.OriginalEncoderRunner(ExportableEncoder(copy.deepcopy(module), model.spec, max_len))
+
+
+def encoder_cost(
+    model: Model, runner: Runner, original: Runner, text: str, max_len: int, tasks: TaskData | None, v: Validation
+) -> None:
+    """Compression cost of `runner` against `original` into `v`: cosine similarity and task accuracy."""
+    batch = encoder_batch(model, text, max_len)
+    encoder.measure_compression(runner, original, batch, v)
+    if tasks:
+
+        def embedder(of: Any) -> Any:
+            def embed(sentence: str) -> torch.Tensor:
+                enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
+                return of.embed(enc["input_ids"], enc["attention_mask"])
+
+            return embed
+
+        v.tasks = tasks.score_encoder({"original": embedder(original), "artifact": embedder(runner)})
+    v.eval = {"sentences": len(batch)}
 
 
 def validate_encoder(
@@ -131,27 +173,9 @@ def validate_encoder(
     v = Validation(runtime=runtime)
     assert isinstance(prepared.module, ExportableEncoder)
     max_len = prepared.module.max_context
-    batch = []
-    for sentence in sentences(text, ENCODER_SENTENCES):
-        enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
-        batch.append((enc["input_ids"], enc["attention_mask"]))
+    batch = encoder_batch(model, text, max_len)
     encoder.measure_lowering(runner, prepared.runner, batch, v)
-    original_module = model.module if original is None else original
-    original_runner = encoder.OriginalEncoderRunner(
-        ExportableEncoder(copy.deepcopy(original_module), model.spec, max_len)
-    )
-    encoder.measure_compression(runner, original_runner, batch, v)
-    if tasks:
-
-        def embedder(of: Any) -> Any:
-            def embed(sentence: str) -> torch.Tensor:
-                enc = model.tokenizer(sentence, truncation=True, max_length=max_len, return_tensors="pt")
-                return of.embed(enc["input_ids"], enc["attention_mask"])
-
-            return embed
-
-        v.tasks = tasks.score_encoder({"original": embedder(original_runner), "artifact": embedder(runner)})
-    v.eval = {"sentences": len(batch)}
+    encoder_cost(model, runner, original_encoder(model, original, max_len), text, max_len, tasks, v)
     v.gates = lowering_gates(v, scheme) + recipe_gates(v, limits)
     v.decide()
     ids, mask = batch[0]

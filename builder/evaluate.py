@@ -1,0 +1,155 @@
+"""`slmpack eval`: what a recipe's compression costs, measured in eager PyTorch without lowering anything.
+
+Rows: the original model, each compression step (prune, low-rank, distill), and the compressed model under
+each quantization scheme the recipe's ExecuTorch targets apply in torch (torchao, exactly what they lower).
+Core ML and LiteRT quantize while lowering, so their cost is measured by `slmpack build` on the artifact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.backends.base import LoweringOptions
+from builder.compress.quantization import embeddings_quantized
+from builder.models import load_model
+from builder.pipeline import compress_stage
+from builder.progress import BuildProgress
+from builder.recipe import LoadedRecipe
+from builder.validate import decoder_cost, encoder_cost, original_encoder
+from builder.validate.data import load_eval_text
+from builder.validate.decoder import OriginalDecoderRunner
+from builder.validate.gates import Validation
+from builder.validate.tasks import TaskData
+
+
+@dataclass
+class EvalRow:
+    name: str
+    parameters: int
+    figures: dict[str, Any]  # perplexity, perplexity_original, top1_agreement, kl_divergence, greedy_match
+    tasks: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "parameters": self.parameters, **self.figures, "tasks": self.tasks}
+
+
+@dataclass
+class EvalReport:
+    source: str
+    decoder: bool
+    rows: list[EvalRow]
+    not_measured: list[str]  # targets whose quantization happens while lowering
+    eval: dict[str, Any]
+    calibration: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "task": "text-generation" if self.decoder else "embeddings",
+                "eval": self.eval, "calibration": self.calibration, "rows": [r.to_json() for r in self.rows],
+                "not_measured": self.not_measured}  # fmt: skip
+
+
+def _figures(v: Validation, decoder: bool) -> dict[str, Any]:
+    if decoder:
+        return {"perplexity": v.perplexity, "perplexity_original": v.perplexity_reference,
+                "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence,
+                "greedy_match": v.greedy_match}  # fmt: skip
+    return {"cosine_similarity": v.cosine_similarity}
+
+
+def _step_row(step: dict[str, Any]) -> EvalRow:
+    figures = {
+        k: v for k, v in step.items() if k not in ("step", "parameters", "nonzero_parameters", "seconds", "details")
+    }
+    return EvalRow(f"{step['step']} (eager)", step["parameters"], figures)
+
+
+def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
+    recipe = loaded.recipe
+    decoder = recipe.model.task == "text-generation"
+    with BuildProgress(console, 1) as progress:
+        with progress.stage(f"Loading {recipe.model.source}"):
+            model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
+            text = load_eval_text(recipe.eval.text, loaded.base_dir)
+            tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
+                                  recipe.model.max_context)  # fmt: skip
+        compressed = compress_stage(model, text, loaded, progress)
+        schemes = {(r.scheme, embeddings_quantized(r.scheme, r.quantize_embeddings)): r for r in loaded.targets
+                   if r.target.backend == "executorch"}  # fmt: skip
+        progress.add_stages(1 + len(schemes))
+        max_len = min(recipe.model.max_context, model.spec.max_position_embeddings)
+        original = OriginalDecoderRunner(model.module) if decoder else original_encoder(model, None, max_len)
+
+        def measure(name: str, runner: Any) -> EvalRow:
+            v = Validation(runtime="eager")
+            if decoder:
+                decoder_cost(compressed.model, runner, original, text, recipe.eval, tasks, v)
+            else:
+                encoder_cost(compressed.model, runner, original, text, max_len, tasks, v)
+            return EvalRow(name, compressed.model.parameters, _figures(v, decoder), v.tasks)
+
+        rows = [_step_row(step) for step in compressed.steps]
+        with progress.stage("Measuring the compressed model in fp32"):
+            runner = (OriginalDecoderRunner(compressed.model.module) if decoder
+                      else original_encoder(compressed.model, compressed.model.module, max_len))  # fmt: skip
+            rows.append(measure("compressed, fp32" if compressed.steps else "original, fp32", runner))
+        from builder.backends.executorch import ExecuTorchBackend
+
+        for (scheme, embeddings), resolved in schemes.items():
+            if scheme == "fp32" and not embeddings:
+                progress.add_stages(-1)
+                continue
+            options = LoweringOptions(scheme, embeddings, recipe.model.max_context)
+            with progress.stage(f"Measuring {scheme} as {resolved.target.name} quantizes it"):
+                prepared = ExecuTorchBackend().prepare(compressed.model, options)
+                label = f"{scheme}" + (", int8 embeddings" if embeddings else "")
+                rows.append(measure(f"compressed + {label} (torchao)", prepared.runner))
+    others = [r.target.name for r in loaded.targets if r.target.backend != "executorch"]
+    evaluation = recipe.eval.model_dump(include={"text", "windows", "window_tokens", "stride", "decode_steps"})
+    return EvalReport(model.source, decoder, rows, others, evaluation, compressed.calibration)
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _tasks_cell(tasks: dict[str, Any]) -> str:
+    """`multiple_choice acc 0.62 / 0.65` per task kind: this model's headline metric, then the original's."""
+    parts = []
+    for kind, scores in tasks.items():
+        mine, original = scores["artifact"], scores["original"]
+        metric = "acc" if "acc" in mine else "knn"
+        parts.append(f"{kind} {metric} {mine[metric]:.3f} / {original[metric]:.3f}")
+    return "; ".join(parts) or "—"
+
+
+def print_report(report: EvalReport, console: Console) -> None:
+    e = report.eval
+    if report.decoder:
+        title = (f"{report.source}: {e['windows']} windows x {e['window_tokens']} tokens (stride "
+                 f"{e['stride'] or e['window_tokens']}) of {e['text']}")  # fmt: skip
+        columns = ("model", "parameters", "perplexity", "Δ", "top-1 vs original", "KL", "greedy match")
+    else:
+        title = f"{report.source}: sentences of {e['text']}"
+        columns = ("model", "parameters", "cosine to original")
+    table = Table(title=title)
+    with_tasks = any(row.tasks for row in report.rows)
+    for column in (*columns, *(["tasks (this model / original)"] if with_tasks else [])):
+        table.add_column(column)
+    for row in report.rows:
+        f = row.figures
+        if report.decoder:
+            change = (f["perplexity"] / f["perplexity_original"] - 1) if f.get("perplexity_original") else None
+            cells = [_cell(f.get("perplexity"), ".2f"), _cell(change, "+.1%"), _cell(f.get("top1_agreement"), ".1%"),
+                     _cell(f.get("kl_divergence"), ".4f"), _cell(f.get("greedy_match"), ".0%")]  # fmt: skip
+        else:
+            cells = [_cell(f.get("cosine_similarity"), ".5f")]
+        tasks = [_tasks_cell(row.tasks)] if with_tasks else []
+        table.add_row(row.name, f"{row.parameters:,}", *cells, *tasks)
+    console.print(table)
+    if report.not_measured:
+        console.print(f"[dim]Not measured here: {', '.join(report.not_measured)} quantize while lowering; "
+                      "slmpack build measures their artifacts.[/dim]")  # fmt: skip
