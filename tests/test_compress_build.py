@@ -188,9 +188,9 @@ def test_an_encoder_is_pruned_factorized_and_distilled(write_recipe, tmp_path: P
     rows = [{"text": f"{word} " * (3 + i % 3) + "stands here", "label": word} for word in ("king", "sea", "war")
             for i in range(4)]  # fmt: skip
     labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    extra = (f'classification = "{labelled.name}"\n'
-             '[compress.prune]\nmethod = "structured"\nsparsity = 0.1\nparts = ["mlp", "layers"]\n'
-             "[compress.lowrank]\nratio = 0.25\nrank_multiple = 8\nmodules = [\"mlp\"]\n" + DISTILL + CALIBRATION)  # fmt: skip
+    prune = '[compress.prune]\nmethod = "structured"\nsparsity = 0.1\nparts = ["mlp", "layers"]\n'
+    lowrank = '[compress.lowrank]\nratio = 0.25\nrank_multiple = 8\nmodules = ["mlp"]\n'
+    extra = f'classification = "{labelled.name}"\n' + prune + lowrank + DISTILL + CALIBRATION
     targets = '[[targets]]\nname = "android-xnnpack"\n\n[[targets]]\nname = "android-litert"\nquantize = "fp32"\n'
     recipe = write_recipe(source="builtin:tiny-bert", task="embeddings", quantize="a8w8", name="tinysearch",
                           extra=extra, targets=targets)  # fmt: skip
