@@ -128,6 +128,28 @@ def evaluate(
 
 @app.command()
 @_friendly
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file: the starting point of every grid point.")],
+    grid: Annotated[list[str], typer.Option("--grid", help="KEY=V1,V2,... a recipe key and its values (repeatable).")],
+    target: Annotated[str | None, typer.Option("--target", help="The target whose scheme each point uses.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json and sweep.html.")] = Path("sweep"),
+) -> None:
+    """Measure a grid of compression settings as slmpack eval does, and draw size against quality.
+
+    Example: slmpack sweep examples/smolchat-pruned.toml --grid compress.prune.sparsity=0.1,0.2,0.3
+    --grid compress.quantize=a8w8,a8w4
+    """
+    from builder.sweep import parse_grid, print_points, write_outputs
+    from builder.sweep import sweep as run_sweep
+
+    points = run_sweep(recipe, parse_grid(grid), target, console)
+    print_points(points, console)
+    for path in write_outputs(points, out):
+        console.print(f"[green]wrote[/green] {path}")
+
+
+@app.command()
+@_friendly
 def render(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by slmpack build.")],
     templates: Annotated[

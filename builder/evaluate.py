@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from builder.backends.base import LoweringOptions
-from builder.compress.quantization import embeddings_quantized
+from builder.compress.quantization import embeddings_quantized, estimated_weight_bytes
 from builder.models import load_model
 from builder.pipeline import compress_stage
 from builder.progress import BuildProgress
@@ -32,9 +32,12 @@ class EvalRow:
     parameters: int
     figures: dict[str, Any]  # perplexity, perplexity_original, top1_agreement, kl_divergence, greedy_match
     tasks: dict[str, Any] = field(default_factory=dict)
+    scheme: str | None = None  # the quantization measured; None for the steps before it
+    weight_bytes: int | None = None  # estimated at `scheme` (builder.compress.quantization)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "parameters": self.parameters, **self.figures, "tasks": self.tasks}
+        return {"name": self.name, "parameters": self.parameters, "scheme": self.scheme,
+                "estimated_weight_bytes": self.weight_bytes, **self.figures, "tasks": self.tasks}  # fmt: skip
 
 
 @dataclass
@@ -83,19 +86,20 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
         max_len = min(recipe.model.max_context, model.spec.max_position_embeddings)
         original = OriginalDecoderRunner(model.module) if decoder else original_encoder(model, None, max_len)
 
-        def measure(name: str, runner: Any) -> EvalRow:
+        def measure(name: str, runner: Any, scheme: str, embeddings: bool) -> EvalRow:
             v = Validation(runtime="eager")
             if decoder:
                 decoder_cost(compressed.model, runner, original, text, recipe.eval, tasks, v)
             else:
                 encoder_cost(compressed.model, runner, original, text, max_len, tasks, v)
-            return EvalRow(name, compressed.model.parameters, _figures(v, decoder), v.tasks)
+            size = estimated_weight_bytes(compressed.model.module, scheme, embeddings)
+            return EvalRow(name, compressed.model.parameters, _figures(v, decoder), v.tasks, scheme, size)
 
         rows = [_step_row(step) for step in compressed.steps]
         with progress.stage("Measuring the compressed model in fp32"):
             runner = (OriginalDecoderRunner(compressed.model.module) if decoder
                       else original_encoder(compressed.model, compressed.model.module, max_len))  # fmt: skip
-            rows.append(measure("compressed, fp32" if compressed.steps else "original, fp32", runner))
+            rows.append(measure("compressed, fp32" if compressed.steps else "original, fp32", runner, "fp32", False))
         from builder.backends.executorch import ExecuTorchBackend
 
         for (scheme, embeddings), resolved in schemes.items():
@@ -106,7 +110,7 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
             with progress.stage(f"Measuring {scheme} as {resolved.target.name} quantizes it"):
                 prepared = ExecuTorchBackend().prepare(compressed.model, options)
                 label = f"{scheme}" + (", int8 embeddings" if embeddings else "")
-                rows.append(measure(f"compressed + {label} (torchao)", prepared.runner))
+                rows.append(measure(f"compressed + {label} (torchao)", prepared.runner, scheme, embeddings))
     others = [r.target.name for r in loaded.targets if r.target.backend != "executorch"]
     evaluation = recipe.eval.model_dump(include={"text", "windows", "window_tokens", "stride", "decode_steps"})
     return EvalReport(model.source, decoder, rows, others, evaluation, compressed.calibration)
@@ -131,10 +135,10 @@ def print_report(report: EvalReport, console: Console) -> None:
     if report.decoder:
         title = (f"{report.source}: {e['windows']} windows x {e['window_tokens']} tokens (stride "
                  f"{e['stride'] or e['window_tokens']}) of {e['text']}")  # fmt: skip
-        columns = ("model", "parameters", "perplexity", "Δ", "top-1 vs original", "KL", "greedy match")
+        columns = ("model", "parameters", "weights MB", "perplexity", "Δ", "top-1 vs original", "KL", "greedy match")
     else:
         title = f"{report.source}: sentences of {e['text']}"
-        columns = ("model", "parameters", "cosine to original")
+        columns = ("model", "parameters", "weights MB", "cosine to original")
     table = Table(title=title)
     with_tasks = any(row.tasks for row in report.rows)
     for column in (*columns, *(["tasks (this model / original)"] if with_tasks else [])):
@@ -148,7 +152,8 @@ def print_report(report: EvalReport, console: Console) -> None:
         else:
             cells = [_cell(f.get("cosine_similarity"), ".5f")]
         tasks = [_tasks_cell(row.tasks)] if with_tasks else []
-        table.add_row(row.name, f"{row.parameters:,}", *cells, *tasks)
+        size = "—" if row.weight_bytes is None else f"{row.weight_bytes / 2**20:,.2f}"
+        table.add_row(row.name, f"{row.parameters:,}", size, *cells, *tasks)
     console.print(table)
     if report.not_measured:
         console.print(f"[dim]Not measured here: {', '.join(report.not_measured)} quantize while lowering; "

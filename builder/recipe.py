@@ -273,21 +273,31 @@ def _describe(error: dict[str, Any]) -> str:
     return f"'{key}' = {value!r} is invalid ({msg}). Fix: {fix}"
 
 
-def load_recipe(path: Path, only_targets: list[str] | None = None) -> LoadedRecipe:
-    """Read, validate and resolve a recipe; every problem is a UserInputError naming file and key."""
+def read_recipe_data(path: Path) -> dict[str, Any]:
+    """The recipe file's TOML as data, before validation."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path}: recipe file not found. Fix: pass the path of a recipe TOML file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: not valid TOML ({exc}). Fix: correct the syntax at that line") from None
+
+
+def recipe_from_data(data: dict[str, Any], path: Path, only_targets: list[str] | None = None) -> LoadedRecipe:
+    """Validate and resolve recipe data read from `path` (which names it in errors and anchors relative paths)."""
+    path = Path(path)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors()]
         raise UserInputError(f"{path}: " + "; ".join(problems)) from None
     return LoadedRecipe(recipe=recipe, path=path.resolve(), targets=_resolve_targets(recipe, path, only_targets))
+
+
+def load_recipe(path: Path, only_targets: list[str] | None = None) -> LoadedRecipe:
+    """Read, validate and resolve a recipe; every problem is a UserInputError naming file and key."""
+    return recipe_from_data(read_recipe_data(path), path, only_targets)
 
 
 def _reason(target: Target, scheme: str) -> str:

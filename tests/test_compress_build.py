@@ -223,3 +223,34 @@ def test_slmpack_eval_measures_each_step_and_scheme(write_recipe, tmp_path: Path
     assert data["rows"][-1]["perplexity"] != data["rows"][-2]["perplexity"]
     assert data["not_measured"] == ["ios-coreml"]
     assert CliRunner().invoke(app, ["eval", "--help"]).output.count("Example: slmpack eval") == 1
+
+
+def test_sweep_parses_its_grid_and_refuses_a_bad_one() -> None:
+    from builder.sweep import parse_grid
+
+    assert parse_grid(["compress.prune.sparsity=0.1,0.3", "compress.quantize=a8w8,a8w4", 'eval.text="a.txt"']) == [
+        ("compress.prune.sparsity", [0.1, 0.3]), ("compress.quantize", ["a8w8", "a8w4"]), ("eval.text", ["a.txt"]),
+    ]  # fmt: skip
+    with pytest.raises(UserInputError, match=r"is not KEY=V1,V2.*Fix"):
+        parse_grid(["compress.prune.sparsity"])
+    with pytest.raises(UserInputError, match="names a key twice"):
+        parse_grid(["compress.quantize=a8w8", "compress.quantize=a8w4"])
+
+
+def test_slmpack_sweep_measures_each_point_and_draws_them(write_recipe, tmp_path: Path) -> None:
+    recipe = write_recipe(extra=CALIBRATION)
+    out = tmp_path / "sweep"
+    args = ["sweep", str(recipe), "--grid", 'compress.prune.method="structured"', "--grid",
+            "compress.prune.sparsity=0.1,0.3", "--grid", "compress.quantize=fp32,a8w4", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    points = json.loads((out / "sweep.json").read_text())
+    assert [(p["settings"]["compress.prune.sparsity"], p["scheme"]) for p in points] == [
+        (0.1, "fp32"), (0.1, "a8w4"), (0.3, "fp32"), (0.3, "a8w4")]  # fmt: skip
+    by = {(p["settings"]["compress.prune.sparsity"], p["scheme"]): p for p in points}
+    assert by[(0.3, "fp32")]["parameters"] < by[(0.1, "fp32")]["parameters"]
+    assert by[(0.1, "a8w4")]["estimated_weight_bytes"] < by[(0.1, "fp32")]["estimated_weight_bytes"] / 3
+    html = (out / "sweep.html").read_text()
+    assert html.count("<circle") == 4 and "http" not in html.split("<body>")[1]
+    bad = CliRunner().invoke(app, ["sweep", str(recipe), "--grid", "compress.prune.sparsity=0.1"])
+    assert bad.exit_code == 2 and "compress.prune" in bad.output and "method" in bad.output

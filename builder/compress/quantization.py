@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from torch import nn
+
 SchemeName = Literal["fp32", "fp16", "w8", "w4", "a8w8", "a8w4", "palette4"]
 
 
@@ -34,3 +36,23 @@ SCHEMES: dict[str, Scheme] = {
 
 def embeddings_quantized(scheme: str, override: bool | None) -> bool:
     return SCHEMES[scheme].quantizes_embeddings_by_default if override is None else override
+
+
+def estimated_weight_bytes(module: nn.Module, scheme: str, quantize_embeddings: bool) -> int:
+    """What the weights take once quantized: Linear weights at the scheme's bits with one fp32 scale per group
+    of 32 (4-bit) or per row (8-bit), embedding tables at 8 bits with a scale per row when quantized, every
+    other parameter in fp32. A tied output projection counts twice, as exporters store it once per use."""
+    bits = SCHEMES[scheme].weight_bits
+    total = 0
+    counted: set[int] = set()
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            out_features, in_features = m.weight.shape
+            scales = 0 if bits >= 16 else out_features * (-(-in_features // 32) if bits == 4 else 1)
+            total += m.weight.numel() * bits // 8 + scales * 4
+            counted.add(id(m.weight))
+        elif isinstance(m, nn.Embedding):
+            total += m.weight.numel() + m.weight.shape[0] * 4 if quantize_embeddings else m.weight.numel() * 4
+            counted.add(id(m.weight))
+    others = {id(p): p for p in module.parameters() if id(p) not in counted}
+    return total + sum(p.numel() * 4 for p in others.values())
