@@ -50,11 +50,11 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
             tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
                                   recipe.model.max_context)  # fmt: skip
         check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
+        chat = chat_format(model)
         compressed = compress_stage(model, text, loaded, progress)
         if model.source_quantization:
             progress.note(f"source weights were already quantized ({model.source_quantization}); "
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
-        chat = chat_format(model)
         built = [_build_target(compressed.model, model, text, tasks, loaded, resolved, settings, progress)
                  for resolved in loaded.targets]  # fmt: skip
         data = manifest(recipe, compressed.model, model.parameters, built, chat, compressed.to_json())
@@ -74,9 +74,13 @@ def compress_stage(model: Model, text: str, loaded: LoadedRecipe, progress: Buil
     settings = loaded.recipe.compress
     if not wanted(settings):
         return Compressed(model)
-    progress.add_stages(1 + sum(x is not None for x in (settings.prune, settings.lowrank)) + 2 * bool(settings.distill))
+    stages = 1 + sum(x is not None for x in (settings.prune, settings.lowrank)) + 2 * bool(settings.distill)
+    progress.add_stages(stages)
     compressed = compress(model, settings, text, loaded.recipe.eval, loaded.base_dir, progress.stage,
                           lambda total: progress.steps("Distilling from the original model", total))  # fmt: skip
+    if compressed.cached:
+        progress.add_stages(-stages)
+        progress.note("unchanged model, compression settings and calibration text: reused the compressed model")
     for step in compressed.steps[1:]:
         progress.note(f"{step['step']}: {step['parameters']:,} parameters, " + _step_quality(step))
     return compressed

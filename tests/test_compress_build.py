@@ -121,6 +121,7 @@ def test_the_compressed_model_is_cached_by_its_inputs(tiny_llama: Model, text: s
     assert first.model.parameters < tiny_llama.parameters and first.model.weights_digest.startswith("compressed-")
     monkeypatch.setattr(compress_pipeline, "_run", lambda *a, **k: pytest.fail("recomputed a cached model"))
     second = run()
+    assert second.cached and not first.cached
     assert second.steps == first.steps and second.model.weights_digest == first.model.weights_digest
     for a, b in zip(first.model.module.state_dict().values(), second.model.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -50,6 +50,7 @@ class Compressed:
     model: Model  # the model every target lowers (the original when nothing is asked)
     steps: list[dict[str, Any]] = field(default_factory=list)  # what each step did and cost, original first
     calibration: dict[str, Any] | None = None
+    cached: bool = False  # reused from the cache: nothing was pruned or distilled this time
 
     def to_json(self) -> dict[str, Any]:
         return {"steps": self.steps, "calibration": self.calibration}
@@ -166,7 +167,7 @@ def compress(
         _save(folder, module, steps)
     spec = _spec_after(module, model.spec)
     compressed = dataclasses.replace(model, module=module, spec=spec, weights_digest=f"compressed-{key}")
-    return Compressed(compressed, steps, record)
+    return Compressed(compressed, steps, record, cached is not None)
 
 
 def _run(

@@ -45,6 +45,15 @@ BUILTINS: dict[str, Builtin] = {
     ),
     "tiny-llama": Builtin("text-generation", "Apache-2.0", "slmpack test model (random weights)", kind="tiny"),
     "tiny-bert": Builtin("embeddings", "Apache-2.0", "slmpack test model (random weights)", kind="tiny"),
+    **{
+        f"tiny-{family}": Builtin(
+            "text-generation", "Apache-2.0", f"slmpack test model, {family} (random weights)", kind="tiny"
+        )
+        for family in ("qwen2", "qwen3", "gemma3", "phi3")
+    },
+    "tiny-distilbert": Builtin(
+        "embeddings", "Apache-2.0", "slmpack test model, DistilBERT (random weights)", kind="tiny"
+    ),
 }
 
 

@@ -8,7 +8,25 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from builder.paths import cache_dir
 from builder.validate.data import shakespeare_texts
@@ -68,18 +86,27 @@ def _save_vocab_txt(tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
     (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
 
 
-def _build_tiny_llama(out: Path) -> None:
+def _build_decoder(out: Path, config_class: type[PretrainedConfig], model_class: type[PreTrainedModel],
+                   **family: object) -> None:  # fmt: skip
     tokenizer = _bpe_tokenizer()
-    config = LlamaConfig(
+    config = config_class(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, **family,
     )  # fmt: skip
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out)
+    model_class(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def _build_encoder(out: Path, config: PretrainedConfig, model_class: type[PreTrainedModel],
+                   tokenizer: PreTrainedTokenizerFast) -> None:  # fmt: skip
+    config.architectures = [model_class.__name__]
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _save_vocab_txt(tokenizer, out)
 
 
 def _build_tiny_bert(out: Path) -> None:
@@ -88,14 +115,26 @@ def _build_tiny_bert(out: Path) -> None:
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
-    config.architectures = ["BertModel"]
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _save_vocab_txt(tokenizer, out)
+    _build_encoder(out, config, BertModel, tokenizer)
 
 
-BUILDERS = {"tiny-llama": _build_tiny_llama, "tiny-bert": _build_tiny_bert}
+def _build_tiny_distilbert(out: Path) -> None:
+    tokenizer = _wordpiece_tokenizer()
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=64, hidden_dim=128, n_layers=2, n_heads=4,
+                              max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    _build_encoder(out, config, DistilBertModel, tokenizer)
+
+
+# The families people ship, each as a tiny seeded model (the architecture matrix of tests/test_families.py).
+BUILDERS = {
+    "tiny-llama": lambda out: _build_decoder(out, LlamaConfig, LlamaForCausalLM, tie_word_embeddings=True),
+    "tiny-qwen2": lambda out: _build_decoder(out, Qwen2Config, Qwen2ForCausalLM, tie_word_embeddings=True),
+    "tiny-qwen3": lambda out: _build_decoder(out, Qwen3Config, Qwen3ForCausalLM, head_dim=16, tie_word_embeddings=True),
+    "tiny-gemma3": lambda out: _build_decoder(out, Gemma3TextConfig, Gemma3ForCausalLM, head_dim=16, sliding_window=64),
+    "tiny-phi3": lambda out: _build_decoder(out, Phi3Config, Phi3ForCausalLM, tie_word_embeddings=False),
+    "tiny-bert": _build_tiny_bert,
+    "tiny-distilbert": _build_tiny_distilbert,
+}
 
 
 def tiny_model_folder(name: str) -> Path:
