@@ -20,6 +20,7 @@ from builder.recipe import CompressSection, EvalSection, load_recipe
 from builder.validate.data import (
     SHAKESPEARE_EVAL_PLAY,
     Window,
+    calibration_note,
     covered_chars,
     load_calibration_text,
     token_windows,
@@ -68,6 +69,8 @@ def test_calibration_never_reads_what_evaluation_reads(tiny_llama: Model, text: 
     assert same == corpus.read_text()[chars:]  # only what follows the evaluated span
     other = load_calibration_text("corpus.txt", tmp_path, "k", "builtin:shakespeare", chars)
     assert other == corpus.read_text()  # a different source is read whole
+    assert calibration_note("corpus.txt", tmp_path, "corpus.txt", chars) == (
+        f"corpus.txt after its first {chars:,} characters, which the evaluation reads")
     with pytest.raises(UserInputError, match=r"compress\.distill\.data = 'missing\.txt'.*Fix"):
         load_calibration_text("missing.txt", tmp_path, "compress.distill.data", "x", 0)
 
@@ -168,7 +171,9 @@ def test_a_pruned_distilled_model_lowers_on_every_backend(pruned_bundle: Path) -
     assert [s["step"] for s in steps] == ["original", "prune", "distill"]
     assert steps[1]["details"]["attention_heads"] == [4, 2] and steps[1]["details"]["mlp_width"] == [128, 96]
     assert steps[-1]["parameters"] == model["parameters_compressed"]
-    assert model["compression"]["calibration"]["window_tokens"] == 32
+    calibration = model["compression"]["calibration"]
+    assert calibration["window_tokens"] == 32 and calibration["distill_windows"] >= 2
+    assert calibration["held_out"] == "Lear, Othello, Julius Caesar (evaluation reads Hamlet)"
     for entry in manifest["artifacts"]:
         v = entry["validation"]
         assert v["status"] == "passed", (entry["target"], v)

