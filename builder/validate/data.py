@@ -99,7 +99,7 @@ def token_windows(
 
 def covered_chars(tokenizer: PreTrainedTokenizerBase, text: str, tokens: int) -> int:
     """How many characters of `text` its first `tokens` tokens cover."""
-    encoded = tokenizer(text[: tokens * 64], add_special_tokens=False, return_offsets_mapping=True)
+    encoded = tokenizer(text[: tokens * 64], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     offsets = encoded["offset_mapping"][:tokens]
     return int(offsets[-1][1]) if offsets else 0
 
@@ -125,7 +125,7 @@ def _head_ids(tokenizer: PreTrainedTokenizerBase, text: str, tokens: int) -> lis
     margin = 16  # the last tokens before a cut may merge differently once the text goes on
     chars = (tokens + margin) * 8
     while True:
-        ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text[:chars], add_special_tokens=False, verbose=False)["input_ids"]
         if len(ids) >= tokens + margin or chars >= len(text):
             return ids[:tokens]
         chars *= 4
