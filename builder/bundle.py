@@ -69,7 +69,11 @@ def _chat(model: Model, chat: ChatFormat | None) -> dict[str, Any] | None:
 
 
 def manifest(
-    recipe: Recipe, model: Model, original_parameters: int, built: list[BuiltArtifact], chat: ChatFormat | None,
+    recipe: Recipe,
+    model: Model,
+    original_parameters: int,
+    built: list[BuiltArtifact],
+    chat: ChatFormat | None,
     compression: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`model` is the model the artifacts were lowered from (after pruning, factorization and distillation);

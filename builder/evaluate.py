@@ -19,7 +19,7 @@ from builder.models import load_model
 from builder.pipeline import compress_stage
 from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe
-from builder.validate import decoder_cost, encoder_cost, original_encoder
+from builder.validate import cost_figures, decoder_cost, encoder_cost, original_encoder
 from builder.validate.data import load_eval_text
 from builder.validate.decoder import OriginalDecoderRunner
 from builder.validate.gates import Validation
@@ -55,14 +55,6 @@ class EvalReport:
                 "not_measured": self.not_measured}  # fmt: skip
 
 
-def _figures(v: Validation, decoder: bool) -> dict[str, Any]:
-    if decoder:
-        return {"perplexity": v.perplexity, "perplexity_original": v.perplexity_reference,
-                "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence,
-                "greedy_match": v.greedy_match}  # fmt: skip
-    return {"cosine_similarity": v.cosine_similarity}
-
-
 def _step_row(step: dict[str, Any]) -> EvalRow:
     figures = {
         k: v for k, v in step.items() if k not in ("step", "parameters", "nonzero_parameters", "seconds", "details")
@@ -93,7 +85,7 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
             else:
                 encoder_cost(compressed.model, runner, original, text, max_len, tasks, v)
             size = estimated_weight_bytes(compressed.model.module, scheme, embeddings)
-            return EvalRow(name, compressed.model.parameters, _figures(v, decoder), v.tasks, scheme, size)
+            return EvalRow(name, compressed.model.parameters, cost_figures(v, decoder), v.tasks, scheme, size)
 
         rows = [_step_row(step) for step in compressed.steps]
         with progress.stage("Measuring the compressed model in fp32"):
@@ -138,7 +130,7 @@ def print_report(report: EvalReport, console: Console) -> None:
         columns = ("model", "parameters", "weights MB", "perplexity", "Δ", "top-1 vs original", "KL", "greedy match")
     else:
         title = f"{report.source}: sentences of {e['text']}"
-        columns = ("model", "parameters", "weights MB", "cosine to original")
+        columns = ("model", "parameters", "weights MB", "cosine to original", "similarity rank ρ")
     table = Table(title=title)
     with_tasks = any(row.tasks for row in report.rows)
     for column in (*columns, *(["tasks (this model / original)"] if with_tasks else [])):
@@ -150,7 +142,7 @@ def print_report(report: EvalReport, console: Console) -> None:
             cells = [_cell(f.get("perplexity"), ".2f"), _cell(change, "+.1%"), _cell(f.get("top1_agreement"), ".1%"),
                      _cell(f.get("kl_divergence"), ".4f"), _cell(f.get("greedy_match"), ".0%")]  # fmt: skip
         else:
-            cells = [_cell(f.get("cosine_similarity"), ".5f")]
+            cells = [_cell(f.get("cosine_similarity"), ".5f"), _cell(f.get("similarity_rank_correlation"), ".4f")]
         tasks = [_tasks_cell(row.tasks)] if with_tasks else []
         size = "—" if row.weight_bytes is None else f"{row.weight_bytes / 2**20:,.2f}"
         table.add_row(row.name, f"{row.parameters:,}", size, *cells, *tasks)

@@ -89,7 +89,8 @@ def compress_stage(model: Model, text: str, loaded: LoadedRecipe, progress: Buil
 def _step_quality(step: dict[str, Any]) -> str:
     if "perplexity" in step:
         return f"perplexity {step['perplexity_original']:.2f} → {step['perplexity']:.2f}"
-    return f"cosine to the original {step['cosine_similarity']:.5f}"
+    return (f"cosine to the original {step['cosine_similarity']:.5f}, similarity rank correlation "
+            f"{_fmt(step.get('similarity_rank_correlation'), '.4f')}")  # fmt: skip
 
 
 def chat_format(model: Model) -> ChatFormat | None:

@@ -322,6 +322,11 @@ def sections(data: dict[str, Any]) -> list[Section]:
         lowering.append(row("min cosine", lambda a: _figure(a, "lowering_min_cosine", cosine)))
         cost = [
             row("cosine to original", lambda a: _figure(a, "cosine_similarity", cosine, _eval_note(a))),
+            row(
+                "similarity rank ρ",
+                lambda a: _figure(a, "similarity_rank_correlation", "{:.4f}".format),
+                "Spearman correlation of pairwise sentence similarities with the original model's",
+            ),
             row("classification (centroid)", _task("classification", "nearest_centroid"), "leave-one-out"),
             row("classification (k-NN)", _task("classification", "knn"), "leave-one-out"),
         ]
@@ -452,6 +457,8 @@ def compression_steps(data: dict[str, Any]) -> list[dict[str, str]]:
                        f"KL {step['kl_divergence']:.4f}")  # fmt: skip
         else:
             quality = f"cosine {cosine(step['cosine_similarity'])}"
+            if step.get("similarity_rank_correlation") is not None:
+                quality += f" · similarity ρ {step['similarity_rank_correlation']:.4f}"
         nonzero = step.get("nonzero_parameters", step["parameters"])
         sparse = f", {nonzero:,} non-zero" if nonzero < step["parameters"] * 0.99 else ""
         rows.append({"step": _STEP_NAMES.get(step["step"], step["step"]), "parameters": f"{step['parameters']:,}"

@@ -70,7 +70,8 @@ def test_calibration_never_reads_what_evaluation_reads(tiny_llama: Model, text: 
     other = load_calibration_text("corpus.txt", tmp_path, "k", "builtin:shakespeare", chars)
     assert other == corpus.read_text()  # a different source is read whole
     assert calibration_note("corpus.txt", tmp_path, "corpus.txt", chars) == (
-        f"corpus.txt after its first {chars:,} characters, which the evaluation reads")
+        f"corpus.txt after its first {chars:,} characters, which the evaluation reads"
+    )
     with pytest.raises(UserInputError, match=r"compress\.distill\.data = 'missing\.txt'.*Fix"):
         load_calibration_text("missing.txt", tmp_path, "compress.distill.data", "x", 0)
 
@@ -206,10 +207,12 @@ def test_an_encoder_is_pruned_factorized_and_distilled(write_recipe, tmp_path: P
     steps = manifest["model"]["compression"]["steps"]
     assert [s["step"] for s in steps] == ["original", "prune", "lowrank", "distill"]
     assert steps[2]["details"]["replaced"] > 0 and all("cosine_similarity" in s for s in steps)
+    assert steps[0]["similarity_rank_correlation"] == pytest.approx(1.0)
     for entry in manifest["artifacts"]:
         v = entry["validation"]
         assert v["status"] == "passed", (entry["target"], v)
         assert 0 < v["cosine_similarity"] < 1
+        assert -1 <= v["similarity_rank_correlation"] < 1
         assert set(v["tasks"]["classification"]) == {"original", "artifact"}
 
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from builder.errors import UserInputError
+from builder.validate.encoder import measure_compression
+from builder.validate.gates import Validation
 from builder.validate.tasks import (
     ChoiceItem,
     classification_accuracy,
@@ -91,6 +93,29 @@ def test_classification_accuracy_separates_clusters_and_not_noise() -> None:
     assert classification_accuracy(vectors, labels) == {"nearest_centroid": 1.0, "knn": 1.0, "texts": 18, "k": 5}
     shuffled = [labels[i] for i in torch.randperm(18).tolist()]
     assert classification_accuracy(vectors, shuffled)["nearest_centroid"] < 0.8
+
+
+def test_similarity_rank_correlation_sees_reordered_neighbours_not_rescaling() -> None:
+    torch.manual_seed(0)
+    vectors = torch.randn(12, 16)
+    batch = [(torch.tensor([[i]]), torch.ones(1, 1)) for i in range(12)]
+
+    class Table:
+        def __init__(self, table: torch.Tensor) -> None:
+            self.table = table
+
+        def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.table[int(input_ids)]
+
+    def correlation(table: torch.Tensor) -> float:
+        v = Validation(runtime="test")
+        measure_compression(Table(table), Table(vectors), batch, v)
+        assert v.similarity_rank_correlation is not None
+        return v.similarity_rank_correlation
+
+    assert correlation(vectors * 3.0) == pytest.approx(1.0)
+    assert 0.5 < correlation(vectors + 0.3 * torch.randn(12, 16)) < 1.0
+    assert abs(correlation(vectors[torch.randperm(12)])) < 0.3
 
 
 def test_a_build_scores_the_original_and_every_artifact(tmp_path: Path) -> None:

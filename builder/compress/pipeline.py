@@ -30,8 +30,8 @@ from builder.paths import cache_dir
 from builder.recipe import CompressSection, EvalSection
 from builder.tasks.embeddings import ExportableEncoder
 from builder.tools import tool_versions
+from builder.validate import cost_figures, decoder_cost, encoder_cost, original_encoder
 from builder.validate import decoder as decoder_metrics
-from builder.validate import decoder_cost, encoder_cost, original_encoder
 from builder.validate import encoder as encoder_metrics
 from builder.validate.data import calibration_note, calibration_windows, covered_chars, load_calibration_text
 from builder.validate.gates import Validation
@@ -102,12 +102,11 @@ class _Measure:
         if self.decoder:
             runner = decoder_metrics.OriginalDecoderRunner(module)
             decoder_cost(self.model, runner, self.original, self.text, self.limits, None, v)
-            return {"perplexity": v.perplexity, "perplexity_original": v.perplexity_reference,
-                    "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence,
-                    "greedy_match": v.greedy_match}  # fmt: skip
-        student = encoder_metrics.OriginalEncoderRunner(ExportableEncoder(copy.deepcopy(module), spec, self.max_len))
-        encoder_cost(self.model, student, self.original, self.text, self.max_len, None, v)
-        return {"cosine_similarity": v.cosine_similarity}
+        else:
+            student = ExportableEncoder(copy.deepcopy(module), spec, self.max_len)
+            encoder_cost(self.model, encoder_metrics.OriginalEncoderRunner(student), self.original, self.text,
+                         self.max_len, None, v)  # fmt: skip
+        return cost_figures(v, self.decoder)
 
 
 def _nonzero(module: nn.Module) -> int:
@@ -142,6 +141,7 @@ def compress(
         "sha256": _ids_digest(windows),
         "held_out": calibration_note(calibration.text, base_dir, limits.text, eval_chars),
         "distill_text": None,
+        "distill_held_out": None,
     }
     distill_windows: list[torch.Tensor] = []
     if settings.distill:

@@ -127,6 +127,15 @@ def validate_decoder(
     return ValidationResult(v, golden)
 
 
+def cost_figures(v: Validation, decoder: bool) -> dict[str, Any]:
+    """The compression-cost figures of `v` that eval rows and compression steps record."""
+    if decoder:
+        return {"perplexity": v.perplexity, "perplexity_original": v.perplexity_reference,
+                "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence,
+                "greedy_match": v.greedy_match}  # fmt: skip
+    return {"cosine_similarity": v.cosine_similarity, "similarity_rank_correlation": v.similarity_rank_correlation}
+
+
 def encoder_batch(model: Model, text: str, max_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     batch = []
     for sentence in sentences(text, ENCODER_SENTENCES):

@@ -69,9 +69,7 @@ def _mean_kl(reference: torch.Tensor, other: torch.Tensor) -> float:
     )
 
 
-def measure_compression(
-    artifact: DecoderRunner, original: DecoderRunner, windows: list[Window], v: Validation
-) -> None:
+def measure_compression(artifact: DecoderRunner, original: DecoderRunner, windows: list[Window], v: Validation) -> None:
     """Perplexity over each window's scored tokens (fresh cache per window), and top-1 agreement and
     KL(original || artifact) over the positions that predict them."""
     nll_art = nll_ref = 0.0

@@ -39,3 +39,17 @@ def measure_lowering(artifact: EncoderRunner, reference: EncoderRunner, batch: B
 def measure_compression(artifact: EncoderRunner, original: EncoderRunner, batch: Batch, v: Validation) -> None:
     art, ref = _embed_all(artifact, batch), _embed_all(original, batch)
     v.cosine_similarity = F.cosine_similarity(art, ref, dim=-1).mean().item()
+    if len(batch) > 2:
+        v.similarity_rank_correlation = spearman(_pair_similarities(art), _pair_similarities(ref))
+
+
+def _pair_similarities(embeddings: torch.Tensor) -> torch.Tensor:
+    unit = F.normalize(embeddings, dim=-1)
+    rows, cols = torch.triu_indices(len(unit), len(unit), offset=1)
+    return (unit @ unit.T)[rows, cols]
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a.double().numpy(), b.double().numpy()).statistic)

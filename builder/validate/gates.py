@@ -63,6 +63,9 @@ class Validation:
     perplexity_reference: float | None = None
     greedy_match: float | None = None
     cosine_similarity: float | None = None
+    # Spearman correlation between the pairwise cosine similarities of the evaluation sentences under the
+    # original model and under this one: whether "which texts are alike" survives compression.
+    similarity_rank_correlation: float | None = None
     positions_compared: int | None = None
     # The runtime apps embed, where it differs from the one the figures above come from and takes text, not
     # tokens (LiteRT-LM): how it tokenized the golden prompt and its greedy reply against the validated one.
