@@ -168,13 +168,25 @@ def render(
 
 @app.command()
 @_friendly
-def targets() -> None:
-    """List the targets and the quantization schemes each supports.
+def targets(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A model source (builtin:NAME, hf:FOLDER, gguf:FILE): say what each target can build "
+            "with it, read from its config alone."
+        ),
+    ] = None,
+    max_context: Annotated[int, typer.Option(help="The model.max_context the build would use.")] = 512,
+) -> None:
+    """List the targets and the quantization schemes each supports, or, with --model, whether each can build it.
 
-    Example: slmpack targets
+    Example: slmpack targets --model builtin:tiny-gemma3
     """
     from builder.targets import catalogue
 
+    if model is not None:
+        _model_support(model, max_context)
+        return
     table = Table(title="slmpack targets")
     for column in ("target", "platform", "backend", "schemes", "tasks", "min OS", "runtime"):
         table.add_column(column)
@@ -183,6 +195,27 @@ def targets() -> None:
         table.add_row(t.name, t.platform, backend, ", ".join(t.schemes), ", ".join(t.tasks), t.min_os,
                       f"{t.runtime.library} {t.runtime.version}")  # fmt: skip
     console.print(table)
+
+
+def _model_support(source: str, max_context: int) -> None:
+    from rich.markup import escape
+
+    from builder.backends.support import compression_support, target_support
+    from builder.models import describe_source
+    from builder.targets import catalogue
+
+    config, task = describe_source(source, Path.cwd())
+    table = Table(title=f"{source}: {config.model_type}, {task}")
+    for column in ("target", "backend", "support"):
+        table.add_column(column)
+    colours = {"tested": "green", "supported": "green", "untested": "yellow", "unsupported": "red"}
+    for t in catalogue().values():
+        support = target_support(t, config, task, max_context)
+        backend = f"{t.backend}/{t.delegate}" if t.delegate else t.backend
+        table.add_row(t.name, backend, f"[{colours[support.status]}]{support.status}[/]: {escape(support.reason)}")
+    console.print(table)
+    compression = compression_support(config)
+    console.print(f"compression: [{colours[compression.status]}]{compression.status}[/]: {escape(compression.reason)}")
 
 
 @app.command()

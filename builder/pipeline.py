@@ -11,6 +11,7 @@ from rich.table import Table
 
 from builder.backends import get_backend
 from builder.backends.base import LoweringOptions
+from builder.backends.support import refuse_unsupported
 from builder.bench.host import BenchRequest
 from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
@@ -49,6 +50,8 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
             text = load_eval_text(recipe.eval.text, loaded.base_dir)
             tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
                                   recipe.model.max_context)  # fmt: skip
+        refuse_unsupported([r.target for r in loaded.targets], model.module.config, recipe.model.task,
+                           recipe.model.max_context)  # fmt: skip
         check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
         chat = chat_format(model)
         compressed = compress_stage(model, text, loaded, progress)

@@ -142,7 +142,14 @@ def _l2_norm(x: np.ndarray, axis: tuple[int, ...] | None, keepdims: bool) -> np.
     return np.sqrt((x.astype(np.float32) ** 2).sum(axis=axis, keepdims=keepdims)).astype(x.dtype)
 
 
-OPS: dict[str, Callable[[Args], np.ndarray]] = {
+def _split(a: Args) -> list[np.ndarray]:
+    sizes = a.get("split_sizes")
+    cuts = np.cumsum([int(s) for s in sizes])[:-1] if sizes is not None else int(a["num_splits"])
+    return np.split(a["x"], cuts, axis=int(a["axis"]))
+
+
+# Ops with several outputs return one array per output.
+OPS: dict[str, Callable[[Args], np.ndarray | list[np.ndarray]]] = {
     "linear": lambda a: _accumulate(np.matmul, a["x"], a["weight"].T) + a.get("bias", 0),
     "matmul": _matmul,
     "add": lambda a: a["x"] + a["y"],
@@ -198,6 +205,7 @@ OPS: dict[str, Callable[[Args], np.ndarray]] = {
     "logical_or": lambda a: np.logical_or(a["x"], a["y"]),
     "logical_not": lambda a: np.logical_not(a["x"]),
     "select": lambda a: np.where(a["cond"], a["a"], a["b"]),
+    "split": _split,
 }
 
 
@@ -298,10 +306,12 @@ class MilExecutor:
             if op.op_type == "coreml_update_state":
                 states[op.inputs["state"].name] = result = np.asarray(args["value"])
             else:
-                result = np.asarray(OPS[op.op_type](args))
-            out = op.outputs[0]
-            dtype = getattr(out.dtype, "__name__", "")
-            env[out.name] = result.astype(_DTYPES[dtype]) if dtype in ("fp16", "fp32") else result
+                result = OPS[op.op_type](args)
+            results = result if isinstance(result, list) else [result]
+            for out, value in zip(op.outputs, results, strict=True):
+                value = np.asarray(value)
+                dtype = getattr(out.dtype, "__name__", "")
+                env[out.name] = value.astype(_DTYPES[dtype]) if dtype in ("fp16", "fp32") else value
         return {var.name: env[var.name] for var in self.function.outputs}
 
 

@@ -6,11 +6,12 @@ import importlib.util
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from builder.errors import UserInputError
 from builder.models.base import Model, Task
-from builder.models.gguf import load_gguf
-from builder.models.hf import load_hf_folder
+from builder.models.gguf import gguf_config, load_gguf
+from builder.models.hf import load_hf_folder, read_config
 from builder.models.tiny import tiny_model_folder
 
 
@@ -78,13 +79,28 @@ def _license_text(entry: Builtin) -> str | None:
     return meta.get("License-Expression") or meta.get("License")
 
 
-def load_builtin(name: str, task: Task, source: str) -> Model:
+def _entry(name: str, source: str) -> Builtin:
     entry = BUILTINS.get(name)
     if entry is None:
         raise UserInputError(
             f"model source {source!r} is not a built-in model. Fix: use one of "
             + ", ".join(f"builtin:{n}" for n in BUILTINS)
         )
+    return entry
+
+
+def builtin_config(name: str, source: str) -> tuple[Any, Task]:
+    entry = _entry(name, source)
+    if entry.kind == "tiny":
+        return read_config(tiny_model_folder(name), source)[0], entry.task
+    path = _package_path(entry, name)
+    if entry.kind == "gguf":
+        return gguf_config(path, source), entry.task
+    return read_config(path, source)[0], entry.task
+
+
+def load_builtin(name: str, task: Task, source: str) -> Model:
+    entry = _entry(name, source)
     if task != entry.task:
         raise UserInputError(
             f"model source {source!r} is a {entry.task} model but the recipe asks for {task!r}. "

@@ -50,6 +50,15 @@ def _convert(path: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def gguf_config(path: Path, source: str) -> Any:
+    """The Hugging Face config transformers reads from the file's metadata (no tensors are read)."""
+    from transformers import AutoConfig
+
+    if not path.is_file():
+        raise UserInputError(f"model source {source!r}: file {path} not found. Fix: point gguf: at a .gguf file")
+    return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+
+
 def load_gguf(path: Path, task: Task, source: str, **details: Any) -> Model:
     if not path.is_file():
         raise UserInputError(f"model source {source!r}: file {path} not found. Fix: point gguf: at a .gguf file")

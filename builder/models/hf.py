@@ -109,14 +109,20 @@ def _is_decoder(config: Any) -> bool:
     }  # fmt: skip
 
 
-def load_hf_folder(folder: Path, task: Task, source: str, **details: Any) -> Model:
+def read_config(folder: Path, source: str) -> tuple[Any, Task]:
+    """The folder's config and the task it does (a decoder generates text, an encoder embeds)."""
     if not (folder / "config.json").is_file():
         raise UserInputError(
             f"model source {source!r}: {folder} is not a Hugging Face model folder (no config.json). "
             "Fix: point hf: at a folder saved with save_pretrained"
         )
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
-    decoder = _is_decoder(config)
+    return config, "text-generation" if _is_decoder(config) else "embeddings"
+
+
+def load_hf_folder(folder: Path, task: Task, source: str, **details: Any) -> Model:
+    config, kind = read_config(folder, source)
+    decoder = kind == "text-generation"
     if task == "text-generation" and not decoder:
         raise UserInputError(
             f"model source {source!r} is an encoder ({config.model_type}) and cannot do text-generation. "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -43,20 +45,27 @@ class ExportableEncoder(nn.Module):
 
 class CoreMLEncoder(ExportableEncoder):
     """The same embedding, spelled for coremltools' TorchScript frontend: transformers' mask helpers use
-    ops it cannot convert, so the additive mask is built here and the BERT layers are called directly."""
+    ops it cannot convert, so the additive mask is built here and the BERT layers are called directly
+    (BERT and MiniLM keep them in `encoder.layer`, DistilBERT in `transformer.layer`)."""
 
     def __init__(self, model: PreTrainedModel, spec: ModelSpec, max_context: int) -> None:
         super().__init__(model, spec, max_context)
-        if not (hasattr(model, "embeddings") and hasattr(getattr(model, "encoder", None), "layer")):
+        stack = getattr(model, "encoder", None) or getattr(model, "transformer", None)
+        if not (hasattr(model, "embeddings") and hasattr(stack, "layer")):
             raise UserInputError(
-                f"{spec.architecture} is not a BERT-style encoder (embeddings + encoder.layer), which is what "
-                "the Core ML path converts today. Fix: use a BERT-family model or an ExecuTorch target"
+                f"{spec.architecture} is not a BERT-style encoder (embeddings + a stack of layers), which is "
+                "what the Core ML path converts today. Fix: use a BERT-family model or an ExecuTorch target"
             )
+        self.layers = stack.layer
+        self.token_types = "token_type_ids" in inspect.signature(model.embeddings.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        if self.token_types:
+            hidden = self.model.embeddings(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids))
+        else:
+            hidden = self.model.embeddings(input_ids=input_ids)
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * -1e4
-        for layer in self.model.encoder.layer:
+        for layer in self.layers:
             out = layer(hidden, attention_mask=additive_mask)
             hidden = out[0] if isinstance(out, tuple) else out
         return self._pool(hidden, attention_mask)
