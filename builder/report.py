@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from builder.paths import templates_dir
+from builder.plots import Point, Scatter, scatter
 from builder.render.android import module_name
 from builder.render.ios import package_name
 
@@ -394,6 +396,30 @@ def chart(data: dict[str, Any]) -> Chart:
     )
 
 
+def tradeoff(data: dict[str, Any]) -> Scatter | None:
+    """Size against quality for each compression step (fp32 weights) and each artifact (its file), where at
+    least two such points exist: the path the build took from the original model to the artifacts."""
+    decoder = data["model"]["task"] == "text-generation"
+    metric = "perplexity" if decoder else "cosine_similarity"
+    points = []
+    for step in (data["model"].get("compression") or {}).get("steps") or []:
+        if step.get(metric) is not None:
+            name = _STEP_NAMES.get(step["step"], step["step"])
+            mb = step["parameters"] * 4 / 2**20
+            points.append(Point(name, f"{name} (eager, fp32): {mb:.1f} MB, {metric} {step[metric]:.4g}", mb,
+                                step[metric]))  # fmt: skip
+    for a in data["artifacts"]:
+        value = a["validation"].get(metric)
+        if value is not None:
+            mb = a["bytes"] / 2**20
+            label = f"{a['target']} {a['quantization']}"
+            points.append(Point(label, f"{label}: {mb:.1f} MB file, {metric} {value:.4g}", mb, value))
+    if len(points) < 2:
+        return None
+    y_label = "perplexity (lower is better)" if decoder else "cosine to the original"
+    return scatter(points, "MB (steps: fp32 weights; artifacts: file)", y_label)
+
+
 # --- model card, packages, golden data -----------------------------------------------------------------------------
 
 
@@ -527,7 +553,8 @@ def golden(data: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _printable(value: Any) -> Any:
-    return _CONTROL.sub("\ufffd", value) if isinstance(value, str) else value
+    # Markup (a macro's output) is already escaped markup, not manifest text.
+    return _CONTROL.sub("\ufffd", value) if isinstance(value, str) and not isinstance(value, Markup) else value
 
 
 @functools.cache
@@ -557,6 +584,7 @@ def render_report(data: dict[str, Any], templates: Path | None = None) -> str:
         "columns": [_column(a) for a in data["artifacts"]],
         "sections": sections(data),
         "chart": chart(data),
+        "tradeoff": tradeoff(data),
         "gaps": host_gaps(data["artifacts"]),
         "packages": packages(data),
         "golden": golden(data),

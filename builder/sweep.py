@@ -15,8 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from builder import plots
 from builder.errors import UserInputError
 from builder.evaluate import EvalReport, evaluate
+from builder.plots import Point, Scatter
 from builder.recipe import read_recipe_data, recipe_from_data
 
 Grid = list[tuple[str, list[Any]]]
@@ -124,37 +126,16 @@ def write_outputs(points: list[SweepPoint], out: Path) -> tuple[Path, Path]:
     return json_path, html_path
 
 
-@dataclass(frozen=True)
-class Dot:
-    x: float
-    y: float
-    label: str
-    title: str
-
-
-def scatter(points: list[SweepPoint]) -> dict[str, Any]:
-    """An SVG scatter of size (x) against quality (y): perplexity for decoders (lower is better), cosine to
-    the original for encoders (higher is better)."""
+def scatter(points: list[SweepPoint]) -> Scatter:
+    """Size (x) against quality (y): perplexity for decoders (lower is better), cosine to the original for
+    encoders (higher is better)."""
     decoder = "perplexity" in points[0].figures
     metric = "perplexity" if decoder else "cosine_similarity"
-    xs = [p.weight_bytes / 2**20 for p in points]
-    ys = [p.figures[metric] for p in points]
-    left, top, width, height = 70, 20, 520, 300
-
-    def scale(value: float, low: float, high: float, span: int) -> float:
-        return span * (value - low) / (high - low) if high > low else span / 2
-
-    x_low, x_high, y_low, y_high = min(xs), max(xs), min(ys), max(ys)
     dots = []
-    for p, x, y in zip(points, xs, ys, strict=True):
+    for p in points:
+        x, y = p.weight_bytes / 2**20, p.figures[metric]
         settings = ", ".join(f"{k}={v}" for k, v in p.settings.items())
         label = ", ".join(str(v) for v in p.settings.values())
-        dot_x = round(left + scale(x, x_low, x_high, width), 1)
-        dot_y = round(top + height - scale(y, y_low, y_high, height), 1)
-        dots.append(Dot(dot_x, dot_y, label, f"{settings}: {x:.2f} MB, {metric} {y:.4g}"))
-    return {
-        "width": left + width + 160, "height": top + height + 50, "left": left, "top": top, "plot_width": width,
-        "plot_height": height, "dots": dots, "x_label": "estimated weight MB",
-        "y_label": "perplexity (lower is better)" if decoder else "cosine to the original (higher is better)",
-        "x_range": (f"{x_low:.2f}", f"{x_high:.2f}"), "y_range": (f"{y_low:.4g}", f"{y_high:.4g}"),
-    }  # fmt: skip
+        dots.append(Point(label, f"{settings}: {x:.2f} MB, {metric} {y:.4g}", x, y))
+    y_label = "perplexity (lower is better)" if decoder else "cosine to the original (higher is better)"
+    return plots.scatter(dots, "estimated weight MB", y_label)

@@ -19,7 +19,7 @@ import pytest
 from builder.bench.host import BenchResult
 from builder.packages import rerender
 from builder.render import render
-from builder.report import fixed, human_bytes, render_report, sci
+from builder.report import fixed, human_bytes, render_report, sci, tradeoff
 from builder.validate.gates import Validation
 from tests.test_android_package import fixture_bundle
 
@@ -206,7 +206,7 @@ def test_the_page_is_one_self_contained_document(name: str) -> None:
             assert not attr.startswith("on"), (node.tag, attr)
     (style,) = doc.find_all("style")
     assert "url(" not in style.text() and "@import" not in style.text()
-    assert len(doc.find_all("svg")) == 1
+    assert len(doc.find_all("svg")) == (2 if tradeoff(MANIFESTS[name]()) else 1)
 
 
 @pytest.mark.parametrize("name", MANIFESTS)
@@ -339,6 +339,29 @@ def test_packages_and_golden_data_per_artifact() -> None:
     encoder = parse(render_report(fixture("encoder")))
     golden = {tr.find("th").text(): tr.text() for tr in encoder.find("table", "golden").find_all("tr")[1:]}
     assert "64-d embedding: 0.197928" in golden["ios-coreml"]
+
+
+def test_tradeoff_plots_each_compression_step_and_each_artifact() -> None:
+    data = three_backends_manifest()
+    figures = {"top1_agreement": 1.0, "kl_divergence": 0.0, "seconds": 0.0, "details": {}}
+    original = {"step": "original", "parameters": 1_000_000, "perplexity": 20.0, **figures}
+    pruned = {"step": "prune", "parameters": 700_000, "perplexity": 30.0, **figures,
+              "details": {"method": "magnitude", "scope": "layer", "block_weight_sparsity": 0.3}}
+    data["model"]["compression"] = {"steps": [original, pruned], "calibration": None}
+    data["artifacts"][0]["target"] = "android-" + HOSTILE
+    html = render_report(data)
+    svgs = parse(html).find_all("svg")
+    assert len(svgs) == 2
+    titles = [g.find("title").text() for g in svgs[1].find_all("g")]
+    assert titles[:2] == ["original (eager, fp32): 3.8 MB, perplexity 20",
+                          "pruned (eager, fp32): 2.7 MB, perplexity 30"]  # fmt: skip
+    assert len(titles) == 2 + sum(a["validation"].get("perplexity") is not None for a in data["artifacts"])
+    assert any(t.startswith("android-" + HOSTILE) for t in titles) and "<script>" not in html
+    dots = {g.find("title").text()[:8]: g.find("circle").attrs for g in svgs[1].find_all("g")}
+    # The y axis rises with perplexity (smaller SVG y); the larger model draws further right.
+    assert float(dots["original"]["cy"] or 0) > float(dots["pruned ("]["cy"] or 0)
+    assert float(dots["original"]["cx"] or 0) > float(dots["pruned ("]["cx"] or 0)
+    assert tradeoff(fixture("decoder") | {"artifacts": []}) is None
 
 
 def test_hostile_strings_are_escaped_and_keep_their_text() -> None:
