@@ -5,14 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from builder.backends.base import Artifact
-from builder.paths import cache_dir
+from builder.paths import cache_dir, published_folder
 from builder.tools import tool_versions
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -56,16 +54,7 @@ def cached_artifact(key: str, produce: Callable[[Path], Artifact]) -> tuple[Arti
     record = final / "artifact.json"
     if record.is_file():
         return Artifact.from_json(json.loads(record.read_text()), final), True
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-    try:
+    with published_folder(final) as staging:
         artifact = produce(staging)
         (staging / "artifact.json").write_text(json.dumps(artifact.to_json(), indent=2))
-        if final.exists():  # another build won the race; keep its copy
-            shutil.rmtree(staging)
-        else:
-            staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return Artifact.from_json(json.loads(record.read_text()), final), False

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -33,3 +37,18 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def published_folder(final: Path) -> Iterator[Path]:
+    """A fresh folder beside `final` to write into; when the block succeeds it becomes `final` in one rename
+    (unless another process published `final` first: theirs stays), and when it fails it is removed, so
+    readers never see half a folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield staging
+        if not final.exists():
+            staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -345,8 +345,13 @@ def test_tradeoff_plots_each_compression_step_and_each_artifact() -> None:
     data = three_backends_manifest()
     figures = {"top1_agreement": 1.0, "kl_divergence": 0.0, "seconds": 0.0, "details": {}}
     original = {"step": "original", "parameters": 1_000_000, "perplexity": 20.0, **figures}
-    pruned = {"step": "prune", "parameters": 700_000, "perplexity": 30.0, **figures,
-              "details": {"method": "magnitude", "scope": "layer", "block_weight_sparsity": 0.3}}
+    pruned = {
+        "step": "prune",
+        "parameters": 700_000,
+        "perplexity": 30.0,
+        **figures,
+        "details": {"method": "magnitude", "scope": "layer", "block_weight_sparsity": 0.3},
+    }
     data["model"]["compression"] = {"steps": [original, pruned], "calibration": None}
     data["artifacts"][0]["target"] = "android-" + HOSTILE
     html = render_report(data)

@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -26,7 +25,7 @@ from builder.compress.distill import StepCallback, distill
 from builder.compress.lowrank import apply_ranks, lowrank_factorize, lowrank_ranks
 from builder.compress.prune import construct_like, magnitude_prune, structured_prune
 from builder.models.base import Model, ModelSpec
-from builder.paths import cache_dir
+from builder.paths import cache_dir, published_folder
 from builder.recipe import CompressSection, EvalSection
 from builder.tasks.embeddings import ExportableEncoder
 from builder.tools import tool_versions
@@ -225,19 +224,10 @@ def _reapply_zeros(module: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 def _save(folder: Path, module: nn.Module, steps: list[dict[str, Any]]) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with published_folder(folder) as staging:
         save_model(module, str(staging / "model.safetensors"))
         record = {"config": module.config.to_dict(), "lowrank": lowrank_ranks(module), "steps": steps}
         (staging / "record.json").write_text(json.dumps(record, indent=1))
-        if folder.exists():
-            shutil.rmtree(staging)
-        else:
-            staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _load(folder: Path, model: Model) -> tuple[nn.Module, list[dict[str, Any]]] | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from rich.console import Console
 from builder.errors import UserInputError
 from builder.models.base import Model, Task
 from builder.models.hf import load_hf_folder
-from builder.paths import cache_dir
+from builder.paths import cache_dir, published_folder
 
 
 def describe_gguf(path: Path) -> dict[str, Any]:
@@ -70,15 +68,9 @@ def load_gguf(path: Path, task: Task, source: str, **details: Any) -> Model:
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:24]
     folder = cache_dir() / "converted" / key
     if not (folder / "config.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=folder.parent))
-        try:
-            with Console(stderr=True).status(f"Converting {path.name} to fp32 safetensors (once; cached)"):
-                _convert(path, staging)
-            staging.rename(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        status = Console(stderr=True).status(f"Converting {path.name} to fp32 safetensors (once; cached)")
+        with status, published_folder(folder) as staging:
+            _convert(path, staging)
     info = describe_gguf(path)
     return load_hf_folder(
         folder,

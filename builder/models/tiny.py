@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,7 +26,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from builder.paths import cache_dir
+from builder.paths import cache_dir, published_folder
 from builder.validate.data import shakespeare_texts
 
 VERSION = "v1"
@@ -141,12 +139,6 @@ def tiny_model_folder(name: str) -> Path:
     """The HF folder of a tiny model, built once per cache (seeded, so every build is identical)."""
     folder = cache_dir() / "tiny" / f"{name}-{VERSION}"
     if not (folder / "config.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-        try:
+        with published_folder(folder) as staging:
             BUILDERS[name](staging)
-            if not folder.exists():
-                staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return folder
