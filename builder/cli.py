@@ -133,6 +133,14 @@ def sweep(
     grid: Annotated[list[str], typer.Option("--grid", help="KEY=V1,V2,... a recipe key and its values (repeatable).")],
     target: Annotated[str | None, typer.Option("--target", help="The target whose scheme each point uses.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for sweep.json and sweep.html.")] = Path("sweep"),
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--build",
+            help="Build each point (into OUT/bundles) and plot its artifact's size, host-runtime "
+            "quality and host benchmark latency, instead of eager estimates.",
+        ),
+    ] = False,
 ) -> None:
     """Measure a grid of compression settings as slmpack eval does, and draw size against quality.
 
@@ -142,7 +150,7 @@ def sweep(
     from builder.sweep import parse_grid, print_points, write_outputs
     from builder.sweep import sweep as run_sweep
 
-    points = run_sweep(recipe, parse_grid(grid), target, console)
+    points = run_sweep(recipe, parse_grid(grid), target, console, out / "bundles" if build else None)
     print_points(points, console)
     for path in write_outputs(points, out):
         console.print(f"[green]wrote[/green] {path}")

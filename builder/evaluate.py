@@ -56,10 +56,9 @@ class EvalReport:
 
 
 def _step_row(step: dict[str, Any]) -> EvalRow:
-    figures = {
-        k: v for k, v in step.items() if k not in ("step", "parameters", "nonzero_parameters", "seconds", "details")
-    }
-    return EvalRow(f"{step['step']} (eager)", step["parameters"], figures)
+    skip = ("step", "parameters", "nonzero_parameters", "seconds", "details", "tasks")
+    figures = {k: v for k, v in step.items() if k not in skip}
+    return EvalRow(f"{step['step']} (eager)", step["parameters"], figures, step.get("tasks") or {})
 
 
 def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
@@ -71,7 +70,7 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
             text = load_eval_text(recipe.eval.text, loaded.base_dir)
             tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
                                   recipe.model.max_context)  # fmt: skip
-        compressed = compress_stage(model, text, loaded, progress)
+        compressed = compress_stage(model, text, tasks, loaded, progress)
         schemes = {(r.scheme, embeddings_quantized(r.scheme, r.quantize_embeddings)): r for r in loaded.targets
                    if r.target.backend == "executorch"}  # fmt: skip
         progress.add_stages(1 + len(schemes))

@@ -25,6 +25,7 @@ from builder.models.base import Model
 from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe, ResolvedTarget
 from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
+from builder.report import task_headlines
 from builder.validate import ValidationResult, validate_decoder, validate_encoder
 from builder.validate.data import load_eval_text
 from builder.validate.gates import Validation
@@ -54,7 +55,7 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
                            recipe.model.max_context)  # fmt: skip
         check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})
         chat = chat_format(model)
-        compressed = compress_stage(model, text, loaded, progress)
+        compressed = compress_stage(model, text, tasks, loaded, progress)
         if model.source_quantization:
             progress.note(f"source weights were already quantized ({model.source_quantization}); "
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
@@ -72,7 +73,9 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
     return final
 
 
-def compress_stage(model: Model, text: str, loaded: LoadedRecipe, progress: BuildProgress) -> Compressed:
+def compress_stage(
+    model: Model, text: str, tasks: TaskData, loaded: LoadedRecipe, progress: BuildProgress
+) -> Compressed:
     """Prune, factorize and distill once for every target (quantization follows per backend)."""
     settings = loaded.recipe.compress
     if not wanted(settings):
@@ -80,7 +83,7 @@ def compress_stage(model: Model, text: str, loaded: LoadedRecipe, progress: Buil
     stages = 1 + sum(x is not None for x in (settings.prune, settings.lowrank)) + 2 * bool(settings.distill)
     progress.add_stages(stages)
     compressed = compress(model, settings, text, loaded.recipe.eval, loaded.base_dir, progress.stage,
-                          lambda total: progress.steps("Distilling from the original model", total))  # fmt: skip
+                          lambda total: progress.steps("Distilling from the original model", total), tasks)  # fmt: skip
     if compressed.cached:
         progress.add_stages(-stages)
         progress.note("unchanged model, compression settings and calibration text: reused the compressed model")
@@ -91,9 +94,11 @@ def compress_stage(model: Model, text: str, loaded: LoadedRecipe, progress: Buil
 
 def _step_quality(step: dict[str, Any]) -> str:
     if "perplexity" in step:
-        return f"perplexity {step['perplexity_original']:.2f} → {step['perplexity']:.2f}"
-    return (f"cosine to the original {step['cosine_similarity']:.5f}, similarity rank correlation "
-            f"{_fmt(step.get('similarity_rank_correlation'), '.4f')}")  # fmt: skip
+        quality = f"perplexity {step['perplexity_original']:.2f} → {step['perplexity']:.2f}"
+    else:
+        quality = (f"cosine to the original {step['cosine_similarity']:.5f}, similarity rank correlation "
+                   f"{_fmt(step.get('similarity_rank_correlation'), '.4f')}")  # fmt: skip
+    return ", ".join([quality, *task_headlines(step.get("tasks") or {})])
 
 
 def chat_format(model: Model) -> ChatFormat | None:

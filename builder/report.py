@@ -471,6 +471,18 @@ def _step_details(step: dict[str, Any]) -> str:
     return ""
 
 
+def task_headlines(tasks: dict[str, Any]) -> list[str]:
+    """One phrase per task kind for the measured model (the `artifact` side of `Validation.tasks`)."""
+    phrases = []
+    for kind, scores in tasks.items():
+        mine = scores["artifact"]
+        if kind == "multiple_choice":
+            phrases.append(f"multiple choice acc {mine['acc']:.1%}")
+        else:
+            phrases.append(f"classification centroid {mine['nearest_centroid']:.1%}, k-NN {mine['knn']:.1%}")
+    return phrases
+
+
 def compression_steps(data: dict[str, Any]) -> list[dict[str, str]]:
     """One row per compression step (original first): parameters and eager quality against the original."""
     steps = (data["model"].get("compression") or {}).get("steps") or []
@@ -485,6 +497,7 @@ def compression_steps(data: dict[str, Any]) -> list[dict[str, str]]:
             quality = f"cosine {cosine(step['cosine_similarity'])}"
             if step.get("similarity_rank_correlation") is not None:
                 quality += f" · similarity ρ {step['similarity_rank_correlation']:.4f}"
+        quality = " · ".join([quality, *task_headlines(step.get("tasks") or {})])
         nonzero = step.get("nonzero_parameters", step["parameters"])
         sparse = f", {nonzero:,} non-zero" if nonzero < step["parameters"] * 0.99 else ""
         rows.append({"step": _STEP_NAMES.get(step["step"], step["step"]), "parameters": f"{step['parameters']:,}"

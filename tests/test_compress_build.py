@@ -208,6 +208,11 @@ def test_an_encoder_is_pruned_factorized_and_distilled(write_recipe, tmp_path: P
     assert [s["step"] for s in steps] == ["original", "prune", "lowrank", "distill"]
     assert steps[2]["details"]["replaced"] > 0 and all("cosine_similarity" in s for s in steps)
     assert steps[0]["similarity_rank_correlation"] == pytest.approx(1.0)
+    # The task file is scored after every step too; the original step scores the original model.
+    assert all(s["tasks"]["classification"]["artifact"]["texts"] == len(rows) for s in steps)
+    assert steps[0]["tasks"]["classification"]["artifact"] == steps[0]["tasks"]["classification"]["original"]
+    report = (tmp_path / "dist" / "tinysearch-0.1.0" / "report.html").read_text()
+    assert report.count("classification centroid") == len(steps)
     for entry in manifest["artifacts"]:
         v = entry["validation"]
         assert v["status"] == "passed", (entry["target"], v)
@@ -263,3 +268,22 @@ def test_slmpack_sweep_measures_each_point_and_draws_them(write_recipe, tmp_path
     assert html.count("<circle") == 4 and "http" not in html.split("<body>")[1]
     bad = CliRunner().invoke(app, ["sweep", str(recipe), "--grid", "compress.prune.sparsity=0.1"])
     assert bad.exit_code == 2 and "compress.prune" in bad.output and "method" in bad.output
+
+
+def test_slmpack_sweep_build_measures_each_point_s_artifact_in_its_runtime(write_recipe, tmp_path: Path) -> None:
+    recipe = write_recipe()
+    out = tmp_path / "sweep"
+    args = ["sweep", str(recipe), "--grid", "compress.quantize=fp32,a8w4", "--build", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    points = json.loads((out / "sweep.json").read_text())
+    assert [p["scheme"] for p in points] == ["fp32", "a8w4"]
+    for point in points:
+        manifest = json.loads((Path(point["bundle"]) / "manifest.json").read_text())
+        (artifact,) = manifest["artifacts"]
+        assert point["artifact_bytes"] == artifact["bytes"]
+        assert point["perplexity"] == artifact["validation"]["perplexity"]
+        assert point["latency"]["decode_tok_s"] == artifact["benchmark"]["decode_tok_s"] > 0
+    assert points[1]["artifact_bytes"] < points[0]["artifact_bytes"] / 2
+    html = (out / "sweep.html").read_text()
+    assert html.count("<circle") == 4 and "decode tok/s (host)" in html and "artifact file MB" in html

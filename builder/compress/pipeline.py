@@ -34,6 +34,7 @@ from builder.validate import decoder as decoder_metrics
 from builder.validate import encoder as encoder_metrics
 from builder.validate.data import calibration_note, calibration_windows, covered_chars, load_calibration_text
 from builder.validate.gates import Validation
+from builder.validate.tasks import TaskData
 
 CACHE_VERSION = "1"
 _CODE = Path(__file__).resolve().parent
@@ -87,8 +88,8 @@ def _spec_after(module: nn.Module, spec: ModelSpec) -> ModelSpec:
 class _Measure:
     """Eager quality of a compressed module against the original, on the evaluation text."""
 
-    def __init__(self, model: Model, eval_text: str, limits: EvalSection) -> None:
-        self.model, self.text, self.limits = model, eval_text, limits
+    def __init__(self, model: Model, eval_text: str, limits: EvalSection, tasks: TaskData | None) -> None:
+        self.model, self.text, self.limits, self.tasks = model, eval_text, limits, tasks
         self.decoder = model.spec.task == "text-generation"
         self.max_len = min(limits.window_tokens, model.spec.max_position_embeddings)
         if self.decoder:
@@ -100,12 +101,12 @@ class _Measure:
         v = Validation(runtime="eager")
         if self.decoder:
             runner = decoder_metrics.OriginalDecoderRunner(module)
-            decoder_cost(self.model, runner, self.original, self.text, self.limits, None, v)
+            decoder_cost(self.model, runner, self.original, self.text, self.limits, self.tasks, v)
         else:
             student = ExportableEncoder(copy.deepcopy(module), spec, self.max_len)
             encoder_cost(self.model, encoder_metrics.OriginalEncoderRunner(student), self.original, self.text,
-                         self.max_len, None, v)  # fmt: skip
-        return cost_figures(v, self.decoder)
+                         self.max_len, self.tasks, v)  # fmt: skip
+        return cost_figures(v, self.decoder) | ({"tasks": v.tasks} if v.tasks else {})
 
 
 def _nonzero(module: nn.Module) -> int:
@@ -120,7 +121,9 @@ def compress(
     base_dir: Path,
     stage: StageContext,
     distill_progress: DistillProgress,
+    tasks: TaskData | None = None,
 ) -> Compressed:
+    """`tasks` (the recipe's task files) are scored after every step, beside the evaluation text's figures."""
     if not wanted(settings):
         return Compressed(model)
     calibration = settings.calibration
@@ -156,6 +159,7 @@ def compress(
         "version": CACHE_VERSION, "weights": model.weights_digest, "code": _code_digest(), "tools": tool_versions(),
         "settings": settings.model_dump(exclude={"quantize", "quantize_embeddings", "sparsity"}),
         "calibration": record, "eval": limits.model_dump(include={"text", "windows", "window_tokens", "stride"}),
+        "tasks": dataclasses.asdict(tasks) if tasks else None,
     }  # fmt: skip
     key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:32]
     folder = cache_dir() / "compressed" / key
@@ -163,7 +167,8 @@ def compress(
     if cached is not None:
         module, steps = cached
     else:
-        module, steps = _run(model, settings, eval_text, limits, windows, distill_windows, stage, distill_progress)
+        measure = _Measure(model, eval_text, limits, tasks)
+        module, steps = _run(model, settings, measure, windows, distill_windows, stage, distill_progress)
         _save(folder, module, steps)
     spec = _spec_after(module, model.spec)
     compressed = dataclasses.replace(model, module=module, spec=spec, weights_digest=f"compressed-{key}")
@@ -171,10 +176,9 @@ def compress(
 
 
 def _run(
-    model: Model, settings: CompressSection, eval_text: str, limits: EvalSection, windows: list[torch.Tensor],
+    model: Model, settings: CompressSection, measure: _Measure, windows: list[torch.Tensor],
     distill_windows: list[torch.Tensor], stage: StageContext, distill_progress: DistillProgress,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:  # fmt: skip
-    measure = _Measure(model, eval_text, limits)
     module = copy.deepcopy(model.module).eval()
     steps: list[dict[str, Any]] = []
 

@@ -127,13 +127,18 @@ def validate_decoder(
     return ValidationResult(v, golden)
 
 
-def cost_figures(v: Validation, decoder: bool) -> dict[str, Any]:
-    """The compression-cost figures of `v` that eval rows and compression steps record."""
-    if decoder:
-        return {"perplexity": v.perplexity, "perplexity_original": v.perplexity_reference,
-                "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence,
-                "greedy_match": v.greedy_match}  # fmt: skip
-    return {"cosine_similarity": v.cosine_similarity, "similarity_rank_correlation": v.similarity_rank_correlation}
+_COST_FIGURES = {  # figure name -> Validation field
+    True: {"perplexity": "perplexity", "perplexity_original": "perplexity_reference",
+           "top1_agreement": "top1_agreement", "kl_divergence": "kl_divergence", "greedy_match": "greedy_match"},
+    False: {"cosine_similarity": "cosine_similarity", "similarity_rank_correlation": "similarity_rank_correlation"},
+}  # fmt: skip
+
+
+def cost_figures(v: Validation | dict[str, Any], decoder: bool) -> dict[str, Any]:
+    """The compression-cost figures that eval rows, compression steps and sweep points record, from a
+    Validation or from a manifest's `validation`."""
+    read = v.get if isinstance(v, dict) else lambda name: getattr(v, name)
+    return {figure: read(field) for figure, field in _COST_FIGURES[decoder].items()}
 
 
 def encoder_batch(model: Model, text: str, max_len: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
