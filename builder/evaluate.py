@@ -107,7 +107,7 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
     return EvalReport(model.source, decoder, rows, others, evaluation, compressed.calibration)
 
 
-def _cell(value: float | None, spec: str) -> str:
+def cell(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
@@ -138,10 +138,10 @@ def print_report(report: EvalReport, console: Console) -> None:
         f = row.figures
         if report.decoder:
             change = (f["perplexity"] / f["perplexity_original"] - 1) if f.get("perplexity_original") else None
-            cells = [_cell(f.get("perplexity"), ".2f"), _cell(change, "+.1%"), _cell(f.get("top1_agreement"), ".1%"),
-                     _cell(f.get("kl_divergence"), ".4f"), _cell(f.get("greedy_match"), ".0%")]  # fmt: skip
+            cells = [cell(f.get("perplexity"), ".2f"), cell(change, "+.1%"), cell(f.get("top1_agreement"), ".1%"),
+                     cell(f.get("kl_divergence"), ".4f"), cell(f.get("greedy_match"), ".0%")]  # fmt: skip
         else:
-            cells = [_cell(f.get("cosine_similarity"), ".5f"), _cell(f.get("similarity_rank_correlation"), ".4f")]
+            cells = [cell(f.get("cosine_similarity"), ".5f"), cell(f.get("similarity_rank_correlation"), ".4f")]
         tasks = [_tasks_cell(row.tasks)] if with_tasks else []
         size = "—" if row.weight_bytes is None else f"{row.weight_bytes / 2**20:,.2f}"
         table.add_row(row.name, f"{row.parameters:,}", size, *cells, *tasks)

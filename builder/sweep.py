@@ -20,7 +20,7 @@ from rich.table import Table
 
 from builder import plots
 from builder.errors import UserInputError
-from builder.evaluate import EvalReport, evaluate
+from builder.evaluate import EvalReport, cell, evaluate
 from builder.pipeline import BuildSettings, build
 from builder.plots import Point, Scatter
 from builder.recipe import read_recipe_data, recipe_from_data
@@ -127,10 +127,6 @@ def sweep(path: Path, grid: Grid, target: str | None, console: Console,
     return points
 
 
-def _cell(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
-
-
 def _latency_figure(decoder: bool) -> tuple[str, str]:
     """The benchmark figure a sweep plots and prints: decode speed, or the time of one embedding."""
     return ("decode_tok_s", "decode tok/s (host)") if decoder else ("ttft_ms", "embedding ms (host)")
@@ -152,13 +148,13 @@ def print_points(points: list[SweepPoint], console: Console) -> None:
         if decoder:
             ppl, original = f.get("perplexity"), f.get("perplexity_original")
             change = ppl / original - 1 if ppl is not None and original else None
-            quality = [_cell(ppl, ".2f"), _cell(change, "+.1%"), _cell(f.get("top1_agreement"), ".1%"),
-                       _cell(f.get("kl_divergence"), ".4f")]  # fmt: skip
+            quality = [cell(ppl, ".2f"), cell(change, "+.1%"), cell(f.get("top1_agreement"), ".1%"),
+                       cell(f.get("kl_divergence"), ".4f")]  # fmt: skip
         else:
-            quality = [_cell(f.get("cosine_similarity"), ".5f"), _cell(f.get("similarity_rank_correlation"), ".4f")]
+            quality = [cell(f.get("cosine_similarity"), ".5f"), cell(f.get("similarity_rank_correlation"), ".4f")]
         latency = []
         if built:
-            latency = [_cell(p.latency[latency_key], ".1f") if p.latency else f"— ({p.latency_note})"]
+            latency = [cell(p.latency[latency_key], ".1f") if p.latency else f"— ({p.latency_note})"]
         settings = ", ".join(f"{k}={v}" for k, v in p.settings.items())
         table.add_row(settings, p.scheme, f"{p.parameters:,}", f"{p.weight_bytes / 2**20:,.2f}", *quality, *latency)
     console.print(table)
