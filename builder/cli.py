@@ -158,6 +158,35 @@ def sweep(
 
 @app.command()
 @_friendly
+def bench(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by slmpack build.")],
+    prompt_tokens: Annotated[
+        list[int],
+        typer.Option(
+            "--prompt-tokens", help="Prompt lengths to measure (repeatable; the first is the headline figure)."
+        ),
+    ] = [64, 512],  # noqa: B006 (typer reads the default; it is never mutated)
+    new_tokens: Annotated[int, typer.Option(help="Tokens decoded per run (decoders).", min=1)] = 128,
+    iterations: Annotated[int, typer.Option(help="Measured runs per figure, after one warm-up.", min=1)] = 5,
+    compare: Annotated[
+        Path | None, typer.Option(help="A baseline bundle: print each figure as a ratio to its artifact's.")
+    ] = None,
+) -> None:
+    """Benchmark a bundle's artifacts in their host runtimes and write the figures into its manifest and report.
+
+    Example: slmpack bench dist/smolchat-0.1.0 --prompt-tokens 64 --prompt-tokens 512 --compare dist/base-0.1.0
+    """
+    from builder.bench.bundle import bench_bundle, print_bench, read_manifest, write_manifest
+
+    baseline = read_manifest(compare) if compare else None
+    data = bench_bundle(bundle, prompt_tokens, iterations, new_tokens)
+    write_manifest(bundle, data)
+    print_bench(data, baseline, console)
+    console.print(f"[green]wrote[/green] {bundle / 'manifest.json'} and {bundle / 'report.html'}")
+
+
+@app.command()
+@_friendly
 def render(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by slmpack build.")],
     templates: Annotated[

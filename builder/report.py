@@ -236,6 +236,30 @@ def _bench(a: dict[str, Any], key: str) -> Cell:
     return Cell(fixed(value), note)
 
 
+def _longer_prompts(a: dict[str, Any]) -> Cell:
+    """Prefill speed and TTFT at the other prompt lengths `slmpack bench` measured."""
+    others = (a.get("benchmarks") or [])[1:]
+    if not others:
+        return missing(_benchmark_reason(a) if a.get("benchmark") is None else "measured by slmpack bench")
+
+    def figure(value: float | None, unit: str) -> str:
+        return MISSING if value is None else f"{fixed(value)} {unit}"
+
+    return Cell(
+        ", ".join(figure(b["prefill_tok_s"], "tok/s") for b in others),
+        "; ".join(f"{b['prompt_tokens']}-token prompt, TTFT {figure(b['ttft_ms'], 'ms')}" for b in others),
+    )
+
+
+def _roofline(a: dict[str, Any]) -> Cell:
+    r = a.get("roofline")
+    if not r:
+        return missing(_benchmark_reason(a) if a.get("benchmark") is None else "measured by slmpack bench")
+    share = f"{percent(r['fraction_of_bound'])} of it" if r["fraction_of_bound"] is not None else ""
+    return Cell(f"{fixed(r['decode_tok_s_bound'])} tok/s", f"{share}; {r['bandwidth_gb_s']} GB/s copy bandwidth / "
+                f"{human_bytes(r['weight_bytes_per_token'])} per token")  # fmt: skip
+
+
 def _bench_setup(a: dict[str, Any]) -> Cell:
     b = a.get("benchmark")
     if b is None:
@@ -319,6 +343,8 @@ def sections(data: dict[str, Any]) -> list[Section]:
             row("decode tok/s", lambda a: _bench(a, "decode_tok_s")),
             row("prefill tok/s", lambda a: _bench(a, "prefill_tok_s")),
             row("TTFT ms", lambda a: _bench(a, "ttft_ms"), "time to first token"),
+            row("prefill, longer prompts", _longer_prompts),
+            row("decode bound", _roofline, "memory roofline: bandwidth / file bytes (every weight read per token)"),
         ]
     else:
         lowering.append(row("min cosine", lambda a: _figure(a, "lowering_min_cosine", cosine)))

@@ -1,0 +1,162 @@
+"""`slmpack bench`: re-measure a bundle's artifacts in their host runtimes at several prompt lengths, with a
+roofline (weight bytes read per decoded token against this machine's measured memory bandwidth), and write
+the figures into the bundle's manifest and report."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from tokenizers import Tokenizer
+
+from builder.backends import get_backend
+from builder.backends.base import Artifact
+from builder.bench.host import BenchRequest
+from builder.errors import UserInputError
+from builder.validate.data import load_eval_text
+
+NEW_TOKENS = 128
+_ARTIFACT_FIELDS = ("target", "backend", "delegate", "quantization", "quantize_embeddings", "signature",
+                    "runtime_version", "operators", "min_os", "sparsity")  # fmt: skip
+
+
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    manifest = bundle / "manifest.json"
+    if not manifest.is_file():
+        raise UserInputError(f"{bundle} has no manifest.json. Fix: pass a bundle folder written by slmpack build")
+    return json.loads(manifest.read_text(encoding="utf-8"))
+
+
+def artifact_of(bundle: Path, entry: dict[str, Any]) -> Artifact:
+    return Artifact(path=bundle / entry["path"], **{key: entry.get(key) for key in _ARTIFACT_FIELDS})
+
+
+def memory_bandwidth_gb_s(megabytes: int = 256, repeats: int = 5) -> float:
+    """Best of `repeats` copies of a buffer far larger than any cache: read + write bytes per second."""
+    source = np.ones(megabytes * 2**20 // 8)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.nbytes / best / 1e9
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    ids: list[int]
+
+
+def prompt_of(bundle: Path, tokens: int, max_tokens: int) -> Prompt:
+    """The first `tokens` tokens of the built-in evaluation text, as text (decoders) and ids (encoders)."""
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer" / "tokenizer.json"))
+    text = load_eval_text("builtin:shakespeare", bundle)
+    ids = tokenizer.encode(text[: tokens * 32], add_special_tokens=False).ids[: min(tokens, max_tokens)]
+    return Prompt(tokenizer.decode(ids), ids)
+
+
+def roofline(weight_bytes: int, decode_tok_s: float | None, bandwidth_gb_s: float) -> dict[str, Any]:
+    """Decoding reads every weight once per token, so bandwidth / weight bytes bounds decode speed."""
+    bound = bandwidth_gb_s * 1e9 / weight_bytes
+    return {"bandwidth_gb_s": round(bandwidth_gb_s, 2), "weight_bytes_per_token": weight_bytes,
+            "decode_tok_s_bound": round(bound, 1),
+            "fraction_of_bound": round(decode_tok_s / bound, 3) if decode_tok_s else None}  # fmt: skip
+
+
+def bench_bundle(
+    bundle: Path, prompt_lengths: list[int], iterations: int, new_tokens: int = NEW_TOKENS
+) -> dict[str, Any]:
+    """Measure every artifact with a host runtime; returns the manifest with `benchmark` (the first prompt
+    length), `benchmarks` (every length) and `roofline` set per artifact, or `benchmark_note` saying why not."""
+    data = read_manifest(bundle)
+    decoder = data["model"]["task"] == "text-generation"
+    max_tokens = data["model"]["max_context"] - (new_tokens if decoder else 0)
+    if decoder and max(prompt_lengths) > max_tokens:
+        raise UserInputError(f"--prompt-tokens {max(prompt_lengths)} and --new-tokens {new_tokens} do not fit "
+                             f"model.max_context = {data['model']['max_context']}. Fix: ask for fewer tokens, "
+                             f"at most {data['model']['max_context']} together")  # fmt: skip
+    bandwidth = memory_bandwidth_gb_s()
+    tokenizer_json = bundle / "tokenizer" / "tokenizer.json"
+    for entry in data["artifacts"]:
+        artifact = artifact_of(bundle, entry)
+        backend = get_backend(artifact.backend)
+        blocker = backend.benchmark_blocker(artifact)
+        if blocker is not None:
+            entry.update(benchmark=None, benchmarks=[], roofline=None, benchmark_note=blocker)
+            continue
+        results = []
+        for length in prompt_lengths:
+            prompt = prompt_of(bundle, length, max_tokens if decoder else data["model"]["max_context"])
+            request = BenchRequest(decoder, prompt.text, prompt.ids, tokenizer_json, new_tokens, iterations)
+            results.append(backend.benchmark(artifact, request).to_json())
+        entry.update(
+            benchmark=results[0],
+            benchmarks=results,
+            benchmark_note=None,
+            roofline=roofline(entry["bytes"], results[0]["decode_tok_s"], bandwidth) if decoder else None,
+        )
+    return data
+
+
+def write_manifest(bundle: Path, data: dict[str, Any]) -> None:
+    """Replace the manifest in one rename, then re-render the report and packages from it."""
+    from builder.packages import rerender
+    from builder.report import render_report
+
+    for entry in data["artifacts"]:
+        if entry.get("memory_estimate") and entry.get("benchmark"):
+            entry["memory_estimate"]["host_peak_rss_mb"] = round(entry["benchmark"]["peak_rss_mb"], 1)
+    render_report(data)  # a manifest the report cannot show is refused before it replaces the old one
+    partial = bundle / ".manifest.json.partial"
+    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    partial.replace(bundle / "manifest.json")
+    rerender(bundle)
+
+
+_FIGURES = (("load ms", "model_load_ms", False), ("TTFT ms", "ttft_ms", False),
+            ("prefill tok/s", "prefill_tok_s", True), ("decode tok/s", "decode_tok_s", True),
+            ("peak RSS MB", "peak_rss_mb", False))  # fmt: skip
+
+
+def print_bench(data: dict[str, Any], baseline: dict[str, Any] | None, console: Console) -> None:
+    """One row per artifact and prompt length; with a baseline, each figure's ratio to the baseline artifact
+    of the same target at the same prompt length (above 1 is better: speeds divided, times and memory
+    inverted)."""
+    before = {entry["target"]: entry for entry in (baseline or {}).get("artifacts", [])}
+    table = Table(title=f"{data['package']['name']} {data['package']['version']}: host benchmark")
+    for column in ("target", "scheme", "size", "prompt", *(label for label, _, _ in _FIGURES), "decode bound"):
+        table.add_column(column)
+    for entry in data["artifacts"]:
+        if not entry.get("benchmarks"):
+            table.add_row(entry["target"], entry["quantization"], f"{entry['bytes'] / 2**20:.1f} MB",
+                          f"not run: {entry.get('benchmark_note')}")  # fmt: skip
+            continue
+        base = before.get(entry["target"], {})
+        # A bundle never benched by slmpack bench has only its build's figure, at the build's prompt length.
+        old = {b["prompt_tokens"]: b for b in base.get("benchmarks") or [base.get("benchmark")] if b}
+        for index, result in enumerate(entry["benchmarks"]):
+            reference = old.get(result["prompt_tokens"])
+            cells = [_figure(result.get(key), reference.get(key) if reference else None, faster)
+                     for _, key, faster in _FIGURES]  # fmt: skip
+            bound = entry.get("roofline") or {}
+            table.add_row(entry["target"], entry["quantization"], f"{entry['bytes'] / 2**20:.1f} MB",
+                          str(result["prompt_tokens"]), *cells,
+                          f"{bound['decode_tok_s_bound']:.0f} tok/s" if bound and index == 0 else "")  # fmt: skip
+    console.print(table)
+
+
+def _figure(value: float | None, reference: float | None, higher_is_better: bool) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:,.1f}"
+    if reference:
+        text += f" ({value / reference if higher_is_better else reference / value:.2f}x)"
+    return text
