@@ -369,6 +369,14 @@ def test_tradeoff_plots_each_compression_step_and_each_artifact() -> None:
     assert tradeoff(fixture("decoder") | {"artifacts": []}) is None
 
 
+def test_a_manifest_from_before_distillation_notes_still_renders() -> None:
+    data = fixture("decoder")
+    original = {"step": "original", "parameters": 10, "perplexity": 20.0, "top1_agreement": 1.0,
+                "kl_divergence": 0.0, "details": {}}  # fmt: skip
+    data["model"]["compression"] = {"steps": [original], "calibration": {"held_out": "Lear, Othello, Julius Caesar"}}
+    assert "Calibration text: Lear, Othello, Julius Caesar." in render_report(data)
+
+
 def test_hostile_strings_are_escaped_and_keep_their_text() -> None:
     data = not_run_manifest()
     data["package"]["name"] = data["package"]["description"] = HOSTILE
