@@ -176,7 +176,8 @@ def bench(
 
     Example: slmpack bench dist/smolchat-0.1.0 --prompt-tokens 64 --prompt-tokens 512 --compare dist/base-0.1.0
     """
-    from builder.bench.bundle import bench_bundle, print_bench, read_manifest, write_manifest
+    from builder.bench.bundle import bench_bundle, print_bench, write_manifest
+    from builder.packages import read_manifest
 
     baseline = read_manifest(compare) if compare else None
     data = bench_bundle(bundle, prompt_tokens, iterations, new_tokens)

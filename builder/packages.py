@@ -32,13 +32,24 @@ def render_packages(data: dict[str, Any], bundle: Path, templates: Path | None =
     return written
 
 
-def rerender(bundle: Path, templates: Path | None = None) -> list[Path]:
-    """Replace the bundle's platform packages and report.html with a fresh rendering from its manifest."""
+def read_manifest(bundle: Path) -> dict[str, Any]:
     manifest = bundle / "manifest.json"
     if not manifest.is_file():
         raise UserInputError(f"{bundle} has no manifest.json. Fix: pass a bundle folder written by slmpack build")
-    data = json.loads(manifest.read_text(encoding="utf-8"))
-    report = render_report(data, templates)
+    return json.loads(manifest.read_text(encoding="utf-8"))
+
+
+def rerender(bundle: Path, templates: Path | None = None, data: dict[str, Any] | None = None) -> list[Path]:
+    """Replace the bundle's platform packages and report.html with a fresh rendering from its manifest, or
+    from `data`, which then replaces the manifest (only once the report renders from it)."""
+    if data is None:
+        data = read_manifest(bundle)
+        report = render_report(data, templates)
+    else:
+        report = render_report(data, templates)
+        partial_manifest = bundle / ".manifest.json.partial"
+        partial_manifest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        partial_manifest.replace(bundle / "manifest.json")
     written = render_packages(data, bundle, templates)
     # Written beside and renamed into place, so a reader never sees half a page.
     partial = bundle / ".report.html.partial"

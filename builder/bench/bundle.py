@@ -4,7 +4,6 @@ the figures into the bundle's manifest and report."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +18,12 @@ from builder.backends import get_backend
 from builder.backends.base import Artifact
 from builder.bench.host import BenchRequest
 from builder.errors import UserInputError
+from builder.packages import read_manifest, rerender
 from builder.validate.data import load_eval_text
 
 NEW_TOKENS = 128
 _ARTIFACT_FIELDS = ("target", "backend", "delegate", "quantization", "quantize_embeddings", "signature",
                     "runtime_version", "operators", "min_os", "sparsity")  # fmt: skip
-
-
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    manifest = bundle / "manifest.json"
-    if not manifest.is_file():
-        raise UserInputError(f"{bundle} has no manifest.json. Fix: pass a bundle folder written by slmpack build")
-    return json.loads(manifest.read_text(encoding="utf-8"))
 
 
 def artifact_of(bundle: Path, entry: dict[str, Any]) -> Artifact:
@@ -55,12 +48,15 @@ class Prompt:
     ids: list[int]
 
 
-def prompt_of(bundle: Path, tokens: int, max_tokens: int) -> Prompt:
-    """The first `tokens` tokens of the built-in evaluation text, as text (decoders) and ids (encoders)."""
+def prompts_of(bundle: Path, lengths: list[int], max_tokens: int) -> list[Prompt]:
+    """The first tokens of the built-in evaluation text at each length, as text (decoders) and ids (encoders)."""
     tokenizer = Tokenizer.from_file(str(bundle / "tokenizer" / "tokenizer.json"))
     text = load_eval_text("builtin:shakespeare", bundle)
-    ids = tokenizer.encode(text[: tokens * 32], add_special_tokens=False).ids[: min(tokens, max_tokens)]
-    return Prompt(tokenizer.decode(ids), ids)
+    prompts = []
+    for tokens in lengths:
+        ids = tokenizer.encode(text[: tokens * 32], add_special_tokens=False).ids[: min(tokens, max_tokens)]
+        prompts.append(Prompt(tokenizer.decode(ids), ids))
+    return prompts
 
 
 def roofline(weight_bytes: int, decode_tok_s: float | None, bandwidth_gb_s: float) -> dict[str, Any]:
@@ -85,6 +81,7 @@ def bench_bundle(
                              f"at most {data['model']['max_context']} together")  # fmt: skip
     bandwidth = memory_bandwidth_gb_s()
     tokenizer_json = bundle / "tokenizer" / "tokenizer.json"
+    prompts = prompts_of(bundle, prompt_lengths, max_tokens if decoder else data["model"]["max_context"])
     for entry in data["artifacts"]:
         artifact = artifact_of(bundle, entry)
         backend = get_backend(artifact.backend)
@@ -93,8 +90,7 @@ def bench_bundle(
             entry.update(benchmark=None, benchmarks=[], roofline=None, benchmark_note=blocker)
             continue
         results = []
-        for length in prompt_lengths:
-            prompt = prompt_of(bundle, length, max_tokens if decoder else data["model"]["max_context"])
+        for prompt in prompts:
             request = BenchRequest(decoder, prompt.text, prompt.ids, tokenizer_json, new_tokens, iterations)
             results.append(backend.benchmark(artifact, request).to_json())
         entry.update(
@@ -107,18 +103,11 @@ def bench_bundle(
 
 
 def write_manifest(bundle: Path, data: dict[str, Any]) -> None:
-    """Replace the manifest in one rename, then re-render the report and packages from it."""
-    from builder.packages import rerender
-    from builder.report import render_report
-
+    """Replace the manifest in one rename, with the report and packages re-rendered from it."""
     for entry in data["artifacts"]:
         if entry.get("memory_estimate") and entry.get("benchmark"):
             entry["memory_estimate"]["host_peak_rss_mb"] = round(entry["benchmark"]["peak_rss_mb"], 1)
-    render_report(data)  # a manifest the report cannot show is refused before it replaces the old one
-    partial = bundle / ".manifest.json.partial"
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    partial.replace(bundle / "manifest.json")
-    rerender(bundle)
+    rerender(bundle, data=data)
 
 
 _FIGURES = (("load ms", "model_load_ms", False), ("TTFT ms", "ttft_ms", False),

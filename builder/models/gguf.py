@@ -48,18 +48,21 @@ def _convert(path: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def _require_file(path: Path, source: str) -> None:
+    if not path.is_file():
+        raise UserInputError(f"model source {source!r}: file {path} not found. Fix: point gguf: at a .gguf file")
+
+
 def gguf_config(path: Path, source: str) -> Any:
     """The Hugging Face config transformers reads from the file's metadata (no tensors are read)."""
     from transformers import AutoConfig
 
-    if not path.is_file():
-        raise UserInputError(f"model source {source!r}: file {path} not found. Fix: point gguf: at a .gguf file")
+    _require_file(path, source)
     return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
 
 
 def load_gguf(path: Path, task: Task, source: str, **details: Any) -> Model:
-    if not path.is_file():
-        raise UserInputError(f"model source {source!r}: file {path} not found. Fix: point gguf: at a .gguf file")
+    _require_file(path, source)
     if task != "text-generation":
         raise UserInputError(
             f'model source {source!r}: GGUF models are decoders. Fix: set model.task = "text-generation"'
