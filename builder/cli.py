@@ -186,6 +186,72 @@ def bench(
     console.print(f"[green]wrote[/green] {bundle / 'manifest.json'} and {bundle / 'report.html'}")
 
 
+farm = typer.Typer(
+    help="Run a bundle's benchmark on device farms and merge the results into its report.\n\n"
+    "Example: slmpack farm plan dist/smolchat-0.1.0 --farm firebase --devices oriole:33",
+    no_args_is_help=True,
+)
+app.add_typer(farm, name="farm")
+
+
+@farm.command("plan")
+@_friendly
+def farm_plan(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by slmpack build.")],
+    farm_name: Annotated[str, typer.Option("--farm", help="aws, firebase or browserstack.")],
+    devices: Annotated[
+        list[str] | None,
+        typer.Option("--devices", help="A device in the farm's own syntax (repeatable; default: two common phones)."),
+    ] = None,
+    platform: Annotated[str | None, typer.Option(help="android or ios (default: the bundle's first platform).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Plan folder (default: BUNDLE/farm/FARM-PLATFORM).")] = None,
+) -> None:
+    """Write the job specs and submit scripts that run each package's benchmark on a device farm.
+
+    Example: slmpack farm plan dist/smolchat-0.1.0 --farm aws --devices "Google Pixel 8" --devices "Samsung Galaxy S23"
+    """
+    from builder.bench.farm_plan import collect_command, plan
+
+    folder, jobs = plan(bundle, farm_name, platform, devices or [], out)
+    table = Table(title=f"{farm_name} plan: {folder}")
+    for column in ("target", "devices", "files", "submit with"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(job.target, ", ".join(job.devices), ", ".join(job.files), job.submit)
+    console.print(table)
+    console.print(f"[green]wrote[/green] {folder} (every file validated). After the runs:\n"
+                  f"  {collect_command(bundle, folder, jobs)}", highlight=False)  # fmt: skip
+
+
+@farm.command("collect")
+@_friendly
+def farm_collect(
+    bundle: Annotated[Path, typer.Argument(help="The bundle the results measured.")],
+    results: Annotated[list[Path], typer.Argument(help="Result files or folders a farm returned.")],
+    baseline: Annotated[
+        Path | None, typer.Option(help="A bundle measured on the same devices: flag figures more than 5% worse.")
+    ] = None,
+) -> None:
+    """Check device-farm benchmark results and merge them into the bundle's manifest and report.
+
+    Nothing is merged unless every record is complete and measured this bundle's artifacts. With --baseline,
+    a figure more than 5% worse than the baseline's on the same device exits with status 1 (after merging).
+
+    Example: slmpack farm collect dist/smolchat-0.1.0 results/ --baseline dist/smolchat-0.0.9
+    """
+    from builder.bench.farm_collect import collect, print_collected
+    from builder.errors import GateFailedError
+    from builder.packages import rerender
+
+    data, regressions = collect(bundle, results, baseline)
+    rerender(bundle, data=data)
+    print_collected(data, console)
+    console.print(f"[green]merged[/green] into {bundle / 'manifest.json'} and {bundle / 'report.html'}")
+    if regressions:
+        listed = "; ".join(r.describe() for r in regressions)
+        raise GateFailedError(f"{len(regressions)} figure(s) regressed by more than 5% against {baseline}: {listed}")
+
+
 @app.command()
 @_friendly
 def render(

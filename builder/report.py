@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from builder.bench.records import device_label
 from builder.paths import templates_dir
 from builder.plots import Point, Scatter, scatter
 from builder.render.android import module_name
@@ -82,6 +83,17 @@ class Chart:
     bar_height: int
     bars: list[Bar]
     caption: str
+
+
+@dataclass(frozen=True)
+class MeasuredRow:
+    """One row of the host-and-device benchmark table."""
+
+    target: str
+    where: str
+    prompt_tokens: int
+    cells: list[Cell]
+    conditions: Cell
 
 
 @dataclass(frozen=True)
@@ -385,6 +397,52 @@ def sections(data: dict[str, Any]) -> list[Section]:
     ]  # fmt: skip
 
 
+# --- host and device benchmarks ----------------------------------------------------------------------------------
+
+_MEASURED = (("ttft_ms", fixed), ("prefill_tok_s", fixed), ("decode_tok_s", fixed), ("peak_rss_mb", fixed),
+             ("model_load_ms", fixed))  # fmt: skip
+
+
+def _measured_cell(record: dict[str, Any], key: str, fmt: Callable[[float], str]) -> Cell:
+    value = record.get(key)
+    if value is None or value < 0:
+        return missing("not reported")
+    baseline = record.get("baseline") or {}
+    change = baseline.get("changes", {}).get(key)
+    if change is None:
+        return Cell(fmt(value))
+    regressed = key in baseline.get("regressions", [])
+    return Cell(fmt(value), f"{change:+.1%} vs {baseline['bundle']}", tone="bad" if regressed else "")
+
+
+def _conditions(record: dict[str, Any]) -> Cell:
+    p = record["performance"]
+    note = f"thermal {p['thermal_before']} → {p['thermal_after']}; sustained performance: {p['sustained_performance']}"
+    if p["throttled"]:
+        return Cell("throttled", note + "; figures unreliable", tone="bad")
+    if p["power_save"]:
+        return Cell("power saving", note + "; figures unreliable", tone="bad")
+    return Cell("cool", note, tone="good")
+
+
+def measured(data: dict[str, Any]) -> list[MeasuredRow]:
+    """Per artifact that phones measured (`slmpack farm collect`): its host figures, then each device's."""
+    rows = []
+    for a in data["artifacts"]:
+        devices = a.get("device_benchmarks") or []
+        if not devices:
+            continue
+        for host in a.get("benchmarks") or [a.get("benchmark")]:
+            if host:
+                rows.append(MeasuredRow(a["target"], f"host: {host.get('device', 'build machine')}",
+                                        host["prompt_tokens"], [_measured_cell(host, k, f) for k, f in _MEASURED],
+                                        Cell(f"{host.get('threads', '?')} threads")))  # fmt: skip
+        rows += [MeasuredRow(a["target"], device_label(r), r["prompt_tokens"],
+                             [_measured_cell(r, k, f) for k, f in _MEASURED], _conditions(r))
+                 for r in devices]  # fmt: skip
+    return rows
+
+
 # --- the size vs quality chart -------------------------------------------------------------------------------------
 
 
@@ -625,6 +683,7 @@ def render_report(data: dict[str, Any], templates: Path | None = None) -> str:
         "chart": chart(data),
         "tradeoff": tradeoff(data),
         "gaps": host_gaps(data["artifacts"]),
+        "measured": measured(data),
         "packages": packages(data),
         "golden": golden(data),
         "tool_versions": sorted((data.get("tool_versions") or {}).items()),
