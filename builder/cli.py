@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__
@@ -47,7 +48,8 @@ def _friendly(fn: F) -> F:
         except SlmpackError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            # Escaped: messages quote TOML and pip syntax ("[[targets]]", "slmpack[ray]") that rich would eat.
+            err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/bold red]: nothing was written")
@@ -56,7 +58,7 @@ def _friendly(fn: F) -> F:
             if _state["debug"] or isinstance(exc, typer.Exit):
                 raise
             err_console.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n"
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n"
                 "Nothing was written. Run again with --debug for the traceback, and report it.",
                 highlight=False,
             )
@@ -277,8 +279,6 @@ def targets(
 
 
 def _model_support(source: str, max_context: int) -> None:
-    from rich.markup import escape
-
     from builder.backends.support import compression_support, target_support
     from builder.models import describe_source
     from builder.targets import catalogue
