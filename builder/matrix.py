@@ -11,8 +11,9 @@ A matrix file names a base recipe and the axes to vary:
 
 The cells are the cartesian product of the axes. A cell's id is a digest of its recipe (and the build
 settings and slmpack version); it is built into `OUT/cells/<id>/`, and its `cell.json`, written last,
-marks it finished, so a later run reports it `cached` instead of building it again. A cell that fails is
-reported with its error and does not stop the others; it is built again on the next run.
+marks it finished, so a later run reports it `cached` instead of building it again (the id covers the
+recipe's text, not the files it names: `--force` rebuilds). A cell that fails is reported with its error
+and does not stop the others; it is built again on the next run.
 
 On a Ray cluster every worker needs slmpack installed, and OUT, the recipe and the files it names must be
 on a filesystem all nodes share: paths are made absolute before the cells are submitted.
