@@ -54,10 +54,7 @@ class RayExecutor:
             self._init(ray)
         try:
             cpus = ray.cluster_resources().get("CPU", 0)
-            if cpus < self.cpus_per_cell:
-                raise UserInputError(f"--cpus-per-cell {self.cpus_per_cell} asks for more CPUs than the Ray "
-                                     f"cluster has ({cpus:g}); no cell could start. Fix: lower it")  # fmt: skip
-            where = f"Ray at {self.address}" if self.address else "a local Ray instance"
+            where = f"Ray at {self.address}" if self.address else "a local Ray instance" if started else "Ray"
             self.console.print(f"Running {len(cells)} cells on {where} ({cpus:g} CPUs, {self.cpus_per_cell} "
                                "per cell); each cell's build output is in its build.log", highlight=False)  # fmt: skip
             # No retries: a worker that crashed (out of memory, say) would most likely crash again, and a
@@ -119,5 +116,11 @@ def make_executor(name: str, console: Console, address: str | None = None, cpus_
         return LocalExecutor(console)
     if name == "ray":
         import_ray()
+        # On the local instance a cell that asks for more CPUs than there are would wait forever; a cluster's
+        # autoscaler may still add bigger nodes, so there Ray decides.
+        cpus = os.cpu_count() or 1
+        if address is None and cpus_per_cell > cpus:
+            raise UserInputError(f"--cpus-per-cell {cpus_per_cell} asks for more CPUs than this machine has ({cpus}). "
+                                 f"Fix: use at most {cpus}, or --address a bigger Ray cluster")  # fmt: skip
         return RayExecutor(console, address, cpus_per_cell)
     raise UserInputError(f"--executor {name!r} is unknown. Fix: use one of {', '.join(EXECUTORS)}")

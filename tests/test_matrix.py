@@ -3,6 +3,7 @@ and a 2x2 matrix under a local Ray instance."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -77,6 +78,9 @@ def test_bad_input_exits_2_before_anything_runs(tmp_path: Path, monkeypatch: pyt
     assert code == 2 and "--address names a Ray cluster, which --executor local does not use" in output
     code, output = run_cli(str(path), "--executor", "slurm")
     assert code == 2
+    if importlib.util.find_spec("ray") is not None:
+        code, output = run_cli(str(path), "--executor", "ray", "--cpus-per-cell", "4096")
+        assert code == 2 and "--cpus-per-cell 4096 asks for more CPUs than this machine has" in output
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     code, output = run_cli(str(path), "--executor", "ray")
     assert code == 2 and "pip install 'slmpack[ray]'" in output
