@@ -32,8 +32,8 @@ class LocalExecutor:
 
     def run(self, cells: list[CellSpec], done: Callable[[CellResult], None]) -> list[CellResult]:
         results = []
-        for index, spec in enumerate(cells, 1):
-            self.console.rule(f"[bold]cell {index}/{len(cells)} {spec.id}: {escape(spec.label)}")
+        for spec in cells:
+            self.console.rule(f"[bold]cell {spec.id}: {escape(spec.label)}")
             result = run_cell(spec, self.console)
             done(result)
             results.append(result)

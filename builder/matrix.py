@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -303,7 +304,9 @@ def status_line(result: CellResult) -> str:
     mark = {"built": "[green]✓ built[/green]", "cached": "[green]✓ cached[/green]", "failed": "[red]✗ failed[/red]"}
     line = f"{mark[result.status]} {result.id} {escape(result.label)} [dim]({result.seconds:.1f}s)[/dim]"
     if result.error:
-        line += f": {escape(result.error)}"
+        # The whole message follows the table: here, as cells finish, its start is enough.
+        error = result.error if len(result.error) <= 100 else result.error[:99] + "…"
+        line += f": {escape(error)}"
     return line
 
 
@@ -311,21 +314,24 @@ def print_results(matrix: Matrix, results: list[CellResult], console: Console) -
     """One comparison table, a row per artifact of each cell; a failed cell gets one row, its error below."""
     columns = _columns([a for r in results for a in r.artifacts])
     names = " x ".join("target" if key == TARGETS_AXIS else key for key in matrix.axes)
-    table = Table(title=f"Build matrix {matrix.path.name}: {names} (quality measured in each artifact's host runtime)")
+    # Without vertical rules, so a dozen figure columns fit a 140-column log.
+    table = Table(title=f"Build matrix {matrix.path.name}: {names} (quality measured in each artifact's host runtime)",
+                  box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)  # fmt: skip
+    values = {r.id: ", ".join(_show(v) for k, v in r.settings.items() if k != TARGETS_AXIS) for r in results}
     table.add_column(", ".join(key for key in matrix.axes if key != TARGETS_AXIS) or "settings", overflow="fold")
     table.add_column("status", no_wrap=True)
     for header, _ in columns:
-        table.add_column(header, no_wrap=header in ("target", "scheme"))
+        table.add_column(header)
     table.add_column("build s")
     status = {"built": "[green]built[/green]", "cached": "[green]cached[/green]", "failed": "[red]failed[/red]"}
     for result in results:
-        values = escape(", ".join(_show(v) for k, v in result.settings.items() if k != TARGETS_AXIS))
+        settings = escape(values[result.id])
         for artifact in result.artifacts:
             figures = [show(artifact) for _, show in columns]
-            table.add_row(values, status[result.status], *figures, f"{result.seconds:.1f}")
+            table.add_row(settings, status[result.status], *figures, f"{result.seconds:.1f}")
         if not result.artifacts:
             figures = [str(result.settings.get(TARGETS_AXIS, "—")), *["—"] * (len(columns) - 1)]
-            table.add_row(values, status[result.status], *figures, f"{result.seconds:.1f}")
+            table.add_row(settings, status[result.status], *figures, f"{result.seconds:.1f}")
     console.print(table)
     for result in results:
         if result.status == "failed":

@@ -147,6 +147,13 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]
     return root / "out", code, output
 
 
+def table_rows(output: str) -> list[tuple[str, str]]:
+    """(status, line) of each row of the comparison table (these tests build android-xnnpack only)."""
+    rows = [(m.group(1), line) for line in output.splitlines()
+            if (m := re.search(r"\s(built|cached|failed)\s+android-xnnpack\s", line))]  # fmt: skip
+    return [(status, line.strip()) for status, line in rows]
+
+
 def _cells(out: Path) -> dict[str, dict[str, Any]]:
     data = json.loads((out / "matrix.json").read_text())
     assert data["schema"] == "slmpack.matrix/1" and data["executor"] in ("local", "ray")
@@ -177,9 +184,10 @@ def test_local_failed_cells_are_reported_and_the_others_built(local_run: tuple[P
         assert "\n" not in cell["error"] and cell["bundle"] is None and cell["artifacts"] == []
         assert not (out / "cells" / cell["id"] / "cell.json").exists()  # failed cells are not cached
     # One table: the built row with its figures, the failed rows, then each failure's message.
-    row = next(line for line in output.splitlines() if "builtin:tiny-llama, a8w8" in line and "built" in line)
-    assert "android-xnnpack" in row and f"{artifact['perplexity']:.2f}" in row
-    assert output.count("│ failed") == 3 and "✗ " + refused["id"] in output
+    rows = table_rows(output)
+    assert [status for status, _ in rows] == ["built", "failed", "failed", "failed"]
+    assert rows[0][1].startswith("builtin:tiny-llama, a8w8") and f"{artifact['perplexity']:.2f}" in rows[0][1]
+    assert "✗ " + refused["id"] in output
 
 
 def test_a_second_run_reuses_finished_cells_and_retries_failed_ones(
@@ -207,6 +215,7 @@ def test_a_second_run_reuses_finished_cells_and_retries_failed_ones(
     assert sorted(built) == sorted(label for label, c in before.items() if c["status"] == "failed")
     assert all(c["error"] == "RuntimeError: build stubbed out" for label, c in cells.items() if label in built)
     assert "✓ cached " + good["id"] in output
+    assert [status for status, _ in table_rows(output)] == ["cached", "failed", "failed", "failed"]
     # --force rebuilds a finished cell; when that build fails, its old record goes (its bundle stays).
     built.clear()
     code, output = run_cli(str(matrix_file), "--out", str(out), "--no-bench", "--force")
@@ -238,8 +247,7 @@ def test_a_2x2_matrix_runs_under_local_ray(tmp_path: Path) -> None:
         (artifact,) = cell["artifacts"]
         assert artifact["scheme"] == cell["settings"]["compress.quantize"] and artifact["validation"] == "passed"
         assert artifact["perplexity"] > 1 and 0.5 <= artifact["top1_agreement"] <= 1 and artifact["bytes"] > 10_000
-    rows = [line for line in output.splitlines() if "│ built" in line]
-    assert len(rows) == 4 and all("android-xnnpack" in row for row in rows)
+    assert [status for status, _ in table_rows(output)] == ["built"] * 4
     sizes = {c["settings"]["compress.quantize"]: c["artifacts"][0]["bytes"] for c in cells.values()}
     assert sizes["a8w4"] < sizes["a8w8"]  # 4-bit weights make a smaller file than 8-bit
 
