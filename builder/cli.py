@@ -7,11 +7,13 @@ import importlib.util
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from builder import __version__
@@ -46,7 +48,8 @@ def _friendly(fn: F) -> F:
         except SlmpackError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            # Escaped: messages quote TOML and pip syntax ("[[targets]]", "slmpack[ray]") that rich would eat.
+            err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/bold red]: nothing was written")
@@ -55,7 +58,7 @@ def _friendly(fn: F) -> F:
             if _state["debug"] or isinstance(exc, typer.Exit):
                 raise
             err_console.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}\n"
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}\n"
                 "Nothing was written. Run again with --debug for the traceback, and report it.",
                 highlight=False,
             )
@@ -154,6 +157,46 @@ def sweep(
     print_points(points, console)
     for path in write_outputs(points, out):
         console.print(f"[green]wrote[/green] {path}")
+
+
+class ExecutorName(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command()
+@_friendly
+def matrix(
+    matrix_file: Annotated[Path, typer.Argument(metavar="MATRIX", help="Matrix TOML file: a base recipe and axes.")],
+    executor: Annotated[
+        ExecutorName, typer.Option("--executor", help="local: one cell after another here; ray: cells as Ray tasks.")
+    ] = ExecutorName.local,
+    address: Annotated[
+        str | None, typer.Option("--address", help="A Ray cluster to use (default: start a local Ray instance).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the cells' bundles and matrix.json.")] = Path("matrix"),
+    cpus_per_cell: Annotated[int, typer.Option("--cpus-per-cell", help="CPUs Ray reserves per cell.", min=1)] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild cells that an earlier run finished.")] = False,
+    bench: Annotated[bool, typer.Option("--bench/--no-bench", help="Benchmark each artifact on the host.")] = True,
+) -> None:
+    """Build every cell of a matrix (models x compression settings x targets), each an independent, cached
+    build, and compare them in one table; a failed cell does not stop the others (exit 1 if any failed).
+
+    Example: slmpack matrix examples/matrix.toml --executor ray --no-bench
+    """
+    from builder.errors import SlmpackError
+    from builder.executors import make_executor
+    from builder.matrix import print_results, read_matrix, run_matrix, write_results
+
+    runner = make_executor(executor.value, console, address, cpus_per_cell)
+    spec = read_matrix(matrix_file, out, bench)
+    results = run_matrix(spec, runner, console, force)
+    print_results(spec, results, console)
+    path = write_results(spec, results, runner.name, out)
+    console.print(f"[green]wrote[/green] {path}")
+    failures = sum(r.status == "failed" for r in results)
+    if failures:
+        raise SlmpackError(f"{failures} of {len(results)} cells failed (their errors are above and in {path})")
 
 
 @app.command()
@@ -302,8 +345,6 @@ def targets(
 
 
 def _model_support(source: str, max_context: int) -> None:
-    from rich.markup import escape
-
     from builder.backends.support import compression_support, target_support
     from builder.models import describe_source
     from builder.targets import catalogue

@@ -48,7 +48,25 @@ def published_folder(final: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield staging
-        if not final.exists():
+        try:
             staging.rename(final)
+        except OSError:
+            # Another process published a non-empty `final` since we began: theirs stays.
+            if not final.is_dir():
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def published_file(final: Path, text: str) -> None:
+    """Write `text` to a temp file beside `final` and rename it into place: readers see the old file or the
+    whole new one, never half of it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(staging, final)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise

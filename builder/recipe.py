@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -282,6 +282,33 @@ def read_recipe_data(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: not valid TOML ({exc}). Fix: correct the syntax at that line") from None
+
+
+def set_value(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set dotted `key` (e.g. `compress.prune.sparsity`) in recipe data; `where` names the setting in errors."""
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserInputError(f"{where}: {part!r} is not a table in the recipe. Fix: name a key inside one")
+        node = child
+    node[leaf] = value
+
+
+def is_recipe_key(key: str) -> bool:
+    """Whether dotted `key` names a field of the recipe schema (a table or a value inside one, not inside
+    the [[targets]] list), so a misspelt key is refused before anything is built."""
+    section: Any = Recipe
+    for part in key.split("."):
+        if not (isinstance(section, type) and issubclass(section, BaseModel)) or part not in section.model_fields:
+            return False
+        annotation = section.model_fields[part].annotation
+        # `PruneSection | None` descends into PruneSection; `list[TargetEntry]` has no dotted keys.
+        options = get_args(annotation) if get_origin(annotation) not in (list, dict) else ()
+        section = next((a for a in (annotation, *options) if isinstance(a, type) and issubclass(a, BaseModel)),
+                       annotation)  # fmt: skip
+    return True
 
 
 def recipe_from_data(data: dict[str, Any], path: Path, only_targets: list[str] | None = None) -> LoadedRecipe:

@@ -23,7 +23,7 @@ from builder.errors import UserInputError
 from builder.evaluate import EvalReport, cell, evaluate
 from builder.pipeline import BuildSettings, build
 from builder.plots import Point, Scatter
-from builder.recipe import read_recipe_data, recipe_from_data
+from builder.recipe import read_recipe_data, recipe_from_data, set_value
 from builder.validate import cost_figures
 
 Grid = list[tuple[str, list[Any]]]
@@ -51,17 +51,6 @@ def _value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-
-
-def _set(data: dict[str, Any], key: str, value: Any) -> None:
-    *parents, leaf = key.split(".")
-    node = data
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserInputError(f"--grid {key}: {part!r} is not a table in the recipe. Fix: name a key inside one")
-        node = child
-    node[leaf] = value
 
 
 LATENCY = ("ttft_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mb")
@@ -113,7 +102,7 @@ def sweep(path: Path, grid: Grid, target: str | None, console: Console,
         settings = {key: value for (key, _), value in zip(grid, values, strict=True)}
         data = copy.deepcopy(base)
         for key, value in settings.items():
-            _set(data, key, value)
+            set_value(data, key, value, f"--grid {key}")
         loaded = recipe_from_data(data, path, [target] if target else None)
         loaded.targets = loaded.targets[:1]
         console.rule(

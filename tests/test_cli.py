@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from builder.cli import app
 
-COMMANDS = ["build", "eval", "sweep", "bench", "run", "inspect", "render", "targets", "doctor"]
+COMMANDS = ["build", "eval", "sweep", "matrix", "bench", "run", "inspect", "render", "targets", "doctor"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

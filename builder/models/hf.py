@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from builder.errors import UserInputError
 from builder.models.base import Model, ModelSpec, Task
-from builder.paths import cache_dir
+from builder.paths import cache_dir, published_file, published_folder
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 # Markers of end-of-turn in common chat templates; stop strings when the tokenizer has them.
@@ -33,8 +33,8 @@ def weights_digest(folder: Path) -> str:
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(chunk)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(digest.hexdigest())
+    # Builds in parallel (slmpack matrix) read the memo while another writes it: never let them see half.
+    published_file(memo, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -166,10 +166,8 @@ def _tokenizer_dir(folder: Path) -> Path:
     ).hexdigest()[:24]
     out = cache_dir() / "tokenizers" / stamp
     if not out.is_dir():
-        staging = out.with_name(out.name + ".partial")
-        staging.mkdir(parents=True, exist_ok=True)
-        for name in _TOKENIZER_FILES:
-            if (folder / name).is_file():
-                (staging / name).write_bytes((folder / name).read_bytes())
-        staging.rename(out)
+        with published_folder(out) as staging:
+            for name in _TOKENIZER_FILES:
+                if (folder / name).is_file():
+                    (staging / name).write_bytes((folder / name).read_bytes())
     return out
