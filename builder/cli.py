@@ -204,11 +204,13 @@ def matrix(
 def bench(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by slmpack build.")],
     prompt_tokens: Annotated[
-        list[int],
+        list[int] | None,
         typer.Option(
-            "--prompt-tokens", help="Prompt lengths to measure (repeatable; the first is the headline figure)."
+            "--prompt-tokens",
+            help="Prompt lengths to measure (repeatable; the first is the headline figure). Default: 64 and "
+            "512, each cut to what fits the model's context beside --new-tokens.",
         ),
-    ] = [64, 512],  # noqa: B006 (typer reads the default; it is never mutated)
+    ] = None,
     new_tokens: Annotated[int, typer.Option(help="Tokens decoded per run (decoders).", min=1)] = 128,
     iterations: Annotated[int, typer.Option(help="Measured runs per figure, after one warm-up.", min=1)] = 5,
     compare: Annotated[

@@ -269,7 +269,7 @@ def _roofline(a: dict[str, Any]) -> Cell:
         return missing(_benchmark_reason(a) if a.get("benchmark") is None else "measured by slmpack bench")
     share = f"{percent(r['fraction_of_bound'])} of it" if r["fraction_of_bound"] is not None else ""
     return Cell(f"{fixed(r['decode_tok_s_bound'])} tok/s", f"{share}; {r['bandwidth_gb_s']} GB/s copy bandwidth / "
-                f"{human_bytes(r['weight_bytes_per_token'])} per token")  # fmt: skip
+                f"{human_bytes(r['weight_bytes_per_token'])} read per token (all but the embedding table)")  # fmt: skip
 
 
 def _bench_setup(a: dict[str, Any]) -> Cell:
@@ -356,7 +356,7 @@ def sections(data: dict[str, Any]) -> list[Section]:
             row("prefill tok/s", lambda a: _bench(a, "prefill_tok_s")),
             row("TTFT ms", lambda a: _bench(a, "ttft_ms"), "time to first token"),
             row("prefill, longer prompts", _longer_prompts),
-            row("decode bound", _roofline, "memory roofline: bandwidth / file bytes (every weight read per token)"),
+            row("decode bound", _roofline, "memory roofline: bandwidth / bytes a token reads (all but the embeddings)"),
         ]
     else:
         lowering.append(row("min cosine", lambda a: _figure(a, "lowering_min_cosine", cosine)))

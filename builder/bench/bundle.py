@@ -4,7 +4,9 @@ the figures into the bundle's manifest and report."""
 
 from __future__ import annotations
 
+import functools
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from builder.packages import read_manifest, rerender
 from builder.validate.data import load_eval_text
 
 NEW_TOKENS = 128
+DEFAULT_PROMPTS = (64, 512)
 _ARTIFACT_FIELDS = ("target", "backend", "delegate", "quantization", "quantize_embeddings", "signature",
                     "runtime_version", "operators", "min_os", "sparsity")  # fmt: skip
 
@@ -30,16 +33,26 @@ def artifact_of(bundle: Path, entry: dict[str, Any]) -> Artifact:
     return Artifact(path=bundle / entry["path"], **{key: entry.get(key) for key in _ARTIFACT_FIELDS})
 
 
-def memory_bandwidth_gb_s(megabytes: int = 256, repeats: int = 5) -> float:
-    """Best of `repeats` copies of a buffer far larger than any cache: read + write bytes per second."""
-    source = np.ones(megabytes * 2**20 // 8)
-    target = np.empty_like(source)
+def memory_bandwidth_gb_s(threads: int = 1, megabytes: int = 256, repeats: int = 5) -> float:
+    """Best of `repeats` rounds of `threads` concurrent copies (the benchmark's thread count: one core alone
+    cannot draw the whole bus) of buffers far larger than any cache: bytes read + written per second."""
+    sources = [np.ones(megabytes * 2**20 // 8 // threads) for _ in range(threads)]
+    targets = [np.empty_like(source) for source in sources]
     best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(target, source)
-        best = min(best, time.perf_counter() - start)
-    return 2 * source.nbytes / best / 1e9
+    with ThreadPoolExecutor(threads) as pool:  # numpy copies release the GIL
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(np.copyto, targets, sources))
+            best = min(best, time.perf_counter() - start)
+    return 2 * sum(source.nbytes for source in sources) / best / 1e9
+
+
+def bytes_read_per_token(data: dict[str, Any], entry: dict[str, Any]) -> int:
+    """The artifact's bytes less its embedding table, of which a token reads one row (int8 where the
+    embeddings are quantized, else fp32): every other weight is read once per decoded token."""
+    model = data["model"]
+    table = model["vocab_size"] * model["hidden_size"] * (1 if entry.get("quantize_embeddings") else 4)
+    return max(entry["bytes"] - table, 1)
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,8 @@ def prompts_of(bundle: Path, lengths: list[int], max_tokens: int) -> list[Prompt
 
 
 def roofline(weight_bytes: int, decode_tok_s: float | None, bandwidth_gb_s: float) -> dict[str, Any]:
-    """Decoding reads every weight once per token, so bandwidth / weight bytes bounds decode speed."""
+    """Decoding reads every weight once per token, so bandwidth / weight bytes bounds decode speed (the KV
+    cache read beside them is left out: small at short prompts)."""
     bound = bandwidth_gb_s * 1e9 / weight_bytes
     return {"bandwidth_gb_s": round(bandwidth_gb_s, 2), "weight_bytes_per_token": weight_bytes,
             "decode_tok_s_bound": round(bound, 1),
@@ -68,18 +82,24 @@ def roofline(weight_bytes: int, decode_tok_s: float | None, bandwidth_gb_s: floa
 
 
 def bench_bundle(
-    bundle: Path, prompt_lengths: list[int], iterations: int, new_tokens: int = NEW_TOKENS
+    bundle: Path, prompt_lengths: list[int] | None, iterations: int, new_tokens: int = NEW_TOKENS
 ) -> dict[str, Any]:
     """Measure every artifact with a host runtime; returns the manifest with `benchmark` (the first prompt
-    length), `benchmarks` (every length) and `roofline` set per artifact, or `benchmark_note` saying why not."""
+    length), `benchmarks` (every length) and `roofline` set per artifact, or `benchmark_note` saying why not.
+    Without `prompt_lengths`, DEFAULT_PROMPTS, each cut to what fits the context beside `new_tokens`."""
     data = read_manifest(bundle)
     decoder = data["model"]["task"] == "text-generation"
     max_tokens = data["model"]["max_context"] - (new_tokens if decoder else 0)
+    if max_tokens < 1:
+        raise UserInputError(f"--new-tokens {new_tokens} leaves no room for a prompt in model.max_context = "
+                             f"{data['model']['max_context']}. Fix: decode fewer tokens")  # fmt: skip
+    if prompt_lengths is None:
+        prompt_lengths = list(dict.fromkeys(min(length, max_tokens) for length in DEFAULT_PROMPTS))
     if decoder and max(prompt_lengths) > max_tokens:
         raise UserInputError(f"--prompt-tokens {max(prompt_lengths)} and --new-tokens {new_tokens} do not fit "
                              f"model.max_context = {data['model']['max_context']}. Fix: ask for fewer tokens, "
                              f"at most {data['model']['max_context']} together")  # fmt: skip
-    bandwidth = memory_bandwidth_gb_s()
+    bandwidth = functools.cache(memory_bandwidth_gb_s)
     tokenizer_json = bundle / "tokenizer" / "tokenizer.json"
     prompts = prompts_of(bundle, prompt_lengths, max_tokens if decoder else data["model"]["max_context"])
     for entry in data["artifacts"]:
@@ -93,12 +113,11 @@ def bench_bundle(
         for prompt in prompts:
             request = BenchRequest(decoder, prompt.text, prompt.ids, tokenizer_json, new_tokens, iterations)
             results.append(backend.benchmark(artifact, request).to_json())
-        entry.update(
-            benchmark=results[0],
-            benchmarks=results,
-            benchmark_note=None,
-            roofline=roofline(entry["bytes"], results[0]["decode_tok_s"], bandwidth) if decoder else None,
-        )
+        bound = None
+        if decoder:
+            first = results[0]
+            bound = roofline(bytes_read_per_token(data, entry), first["decode_tok_s"], bandwidth(first["threads"]))
+        entry.update(benchmark=results[0], benchmarks=results, benchmark_note=None, roofline=bound)
     return data
 
 
