@@ -33,7 +33,7 @@ def artifact_of(bundle: Path, entry: dict[str, Any]) -> Artifact:
     return Artifact(path=bundle / entry["path"], **{key: entry.get(key) for key in _ARTIFACT_FIELDS})
 
 
-def memory_bandwidth_gb_s(threads: int = 1, megabytes: int = 256, repeats: int = 5) -> float:
+def memory_bandwidth_gb_s(threads: int = 1, megabytes: int = 256, repeats: int = 10) -> float:
     """Best of `repeats` rounds of `threads` concurrent copies (the benchmark's thread count: one core alone
     cannot draw the whole bus) of buffers far larger than any cache: bytes read + written per second."""
     sources = [np.ones(megabytes * 2**20 // 8 // threads) for _ in range(threads)]
