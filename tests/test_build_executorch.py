@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from builder.bundle import sha256_of
 from builder.cli import app
 from builder.errors import UserInputError
 from builder.inspect_pte import MethodInfo, PteInfo, describe_pte
+from builder.models.base import Model
 from builder.targets import catalogue
 from builder.validate import GOLDEN_USER_MESSAGE, TOKENIZER_SAMPLES
 from tests.conftest import TWO_TARGETS, recipe_text
@@ -195,3 +197,25 @@ def test_embedding_bundle(embedding_bundle: Path) -> None:
     assert torch.allclose(embedding, torch.tensor(golden["embedding"]), atol=1e-5)
     assert embedding.norm().item() == pytest.approx(1.0, abs=1e-4)
     assert artifact["benchmark"]["ttft_ms"] > 0
+
+
+@pytest.mark.parametrize(("scheme", "head_dtype", "body_dtype"), [("a8w4", torch.int8, torch.int4),
+                                                                  ("a8w8", torch.int8, torch.int8)])  # fmt: skip
+def test_a8w4_keeps_the_output_layer_at_8_bits(scheme: str, head_dtype: torch.dtype, body_dtype: torch.dtype,
+                                               tiny_llama: Model) -> None:  # fmt: skip
+    from builder.backends.executorch import _quantize
+    from builder.compress.quantization import estimated_weight_bytes
+
+    module = copy.deepcopy(tiny_llama.module)
+    _quantize(module, scheme, quantize_embeddings=True)
+    head = module.get_output_embeddings()
+    assert head.weight.target_dtype == head_dtype and head.weight.block_size == (1, head.in_features)
+    body = [m for m in module.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    assert body and {m.weight.target_dtype for m in body} == {body_dtype}
+    # The size estimate agrees: a8w8 and a8w4 differ by the body's linears only, the output layer being
+    # one byte per weight (and a scale per row) in both.
+    if scheme == "a8w4":
+        body_saving = sum(m.weight.numel() // 2 + m.out_features * 4 - m.out_features * (m.in_features // 32) * 4
+                          for m in body)  # fmt: skip
+        assert (estimated_weight_bytes(tiny_llama.module, "a8w8", True)
+                - estimated_weight_bytes(tiny_llama.module, "a8w4", True)) == body_saving  # fmt: skip

@@ -22,6 +22,7 @@ from builder.backends.executorch_runners import (
     PteEncoderRunner,
 )
 from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
+from builder.compress.quantization import eight_bit_output_layer
 from builder.errors import UserInputError
 from builder.inspect_pte import PteInfo, describe_pte
 from builder.models.base import Model
@@ -67,13 +68,14 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
         return
     weight_dtype = {"a8w8": torch.int8, "a8w4": torch.int4, "w8": torch.int8, "w4": torch.int4}[scheme]
     weight_only = scheme in ("w8", "w4")
+    head = eight_bit_output_layer(module, scheme)
 
-    def config(granularity: Any) -> Any:
+    def config(granularity: Any, dtype: torch.dtype = weight_dtype) -> Any:
         if weight_only:  # dequantize_affine, which the Core ML delegate turns into compressed constants
-            return IntxWeightOnlyConfig(weight_dtype=weight_dtype, granularity=granularity)
+            return IntxWeightOnlyConfig(weight_dtype=dtype, granularity=granularity)
         # Symmetric weights: XNNPACK's int4 group kernels take no zero points (DESIGN §11).
         return Int8DynamicActivationIntxWeightConfig(
-            weight_dtype=weight_dtype,
+            weight_dtype=dtype,
             weight_granularity=granularity,
             intx_choose_qparams_algorithm="hqq_scale_only",
         )
@@ -81,9 +83,13 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
     def grouped(m: nn.Module) -> bool:
         return scheme in ("a8w4", "w4") and m.in_features % GROUP_SIZE == 0
 
-    quantize_(module, config(PerGroup(GROUP_SIZE)), lambda m, fqn: isinstance(m, nn.Linear) and grouped(m))
+    if head is not None:
+        quantize_(module, config(PerAxis(0), torch.int8), lambda m, fqn: m is head)
+    quantize_(module, config(PerGroup(GROUP_SIZE)),
+              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and grouped(m))  # fmt: skip
     # Per channel for 8-bit schemes, and for 4-bit layers whose width is not a multiple of the group size.
-    quantize_(module, config(PerAxis(0)), lambda m, fqn: isinstance(m, nn.Linear) and not grouped(m))
+    quantize_(module, config(PerAxis(0)),
+              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and not grouped(m))  # fmt: skip
 
 
 def _metadata(model: Model, options: LoweringOptions, delegate: Delegate) -> dict[str, Any]:
