@@ -83,7 +83,9 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
                 decoder_cost(compressed.model, runner, original, text, recipe.eval, tasks, v)
             else:
                 encoder_cost(compressed.model, runner, original, text, max_len, tasks, v)
-            size = estimated_weight_bytes(compressed.model.module, scheme, embeddings)
+            size = estimated_weight_bytes(
+                compressed.model.module, scheme, embeddings, recipe.compress.output_layer_int8
+            )
             return EvalRow(name, compressed.model.parameters, cost_figures(v, decoder), v.tasks, scheme, size)
 
         rows = [_step_row(step) for step in compressed.steps]
@@ -97,7 +99,8 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
             if scheme == "fp32" and not embeddings:
                 progress.add_stages(-1)
                 continue
-            options = LoweringOptions(scheme, embeddings, recipe.model.max_context)
+            options = LoweringOptions(scheme, embeddings, recipe.model.max_context,
+                                      output_layer_int8=recipe.compress.output_layer_int8)  # fmt: skip
             with progress.stage(f"Measuring {scheme} as {resolved.target.name} quantizes it"):
                 prepared = ExecuTorchBackend().prepare(compressed.model, options)
                 label = f"{scheme}" + (", int8 embeddings" if embeddings else "")

@@ -134,6 +134,7 @@ def _build_target(
         quantize_embeddings=embeddings_quantized(resolved.scheme, resolved.quantize_embeddings),
         max_context=recipe.model.max_context,
         sparsity=resolved.sparsity,
+        output_layer_int8=recipe.compress.output_layer_int8,
     )
     label = f"{target.name} ({options.scheme})"
     with progress.stage(f"Compressing for {label}"):

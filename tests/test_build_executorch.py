@@ -199,23 +199,25 @@ def test_embedding_bundle(embedding_bundle: Path) -> None:
     assert artifact["benchmark"]["ttft_ms"] > 0
 
 
-@pytest.mark.parametrize(("scheme", "head_dtype", "body_dtype"), [("a8w4", torch.int8, torch.int4),
-                                                                  ("a8w8", torch.int8, torch.int8)])  # fmt: skip
-def test_a8w4_keeps_the_output_layer_at_8_bits(scheme: str, head_dtype: torch.dtype, body_dtype: torch.dtype,
-                                               tiny_llama: Model) -> None:  # fmt: skip
+@pytest.mark.parametrize(("scheme", "output_layer_int8", "head_dtype", "body_dtype"),
+                         [("a8w4", True, torch.int8, torch.int4), ("a8w4", False, torch.int4, torch.int4),
+                          ("a8w8", True, torch.int8, torch.int8)])  # fmt: skip
+def test_a8w4_keeps_the_output_layer_at_8_bits(scheme: str, output_layer_int8: bool, head_dtype: torch.dtype,
+                                               body_dtype: torch.dtype, tiny_llama: Model) -> None:  # fmt: skip
     from builder.backends.executorch import _quantize
     from builder.compress.quantization import estimated_weight_bytes
 
     module = copy.deepcopy(tiny_llama.module)
-    _quantize(module, scheme, quantize_embeddings=True)
+    _quantize(module, scheme, quantize_embeddings=True, output_layer_int8=output_layer_int8)
     head = module.get_output_embeddings()
-    assert head.weight.target_dtype == head_dtype and head.weight.block_size == (1, head.in_features)
+    assert head.weight.target_dtype == head_dtype
+    assert head.weight.block_size == (1, head.in_features if head_dtype == torch.int8 else 32)
     body = [m for m in module.modules() if isinstance(m, torch.nn.Linear) and m is not head]
     assert body and {m.weight.target_dtype for m in body} == {body_dtype}
-    # The size estimate agrees: a8w8 and a8w4 differ by the body's linears only, the output layer being
-    # one byte per weight (and a scale per row) in both.
+    # The size estimate agrees: with an int8 output layer, a8w8 and a8w4 differ by the body's linears only.
     if scheme == "a8w4":
-        body_saving = sum(m.weight.numel() // 2 + m.out_features * 4 - m.out_features * (m.in_features // 32) * 4
-                          for m in body)  # fmt: skip
+        linears = body if output_layer_int8 else [*body, head]
+        saving = sum(m.weight.numel() // 2 + m.out_features * 4 - m.out_features * (m.in_features // 32) * 4
+                     for m in linears)  # fmt: skip
         assert (estimated_weight_bytes(tiny_llama.module, "a8w8", True)
-                - estimated_weight_bytes(tiny_llama.module, "a8w4", True)) == body_saving  # fmt: skip
+                - estimated_weight_bytes(tiny_llama.module, "a8w4", True, output_layer_int8)) == saving  # fmt: skip

@@ -19,6 +19,7 @@ class LoweringOptions:
     quantize_embeddings: bool
     max_context: int
     sparsity: float = 0.0  # fraction of each weight tensor pruned to zero (targets with `prune = true`)
+    output_layer_int8: bool = True  # a8w4 on XNNPACK: the output projection at 8 bits (compress.output_layer_int8)
 
     def cache_fields(self) -> dict[str, Any]:
         return {
@@ -26,6 +27,7 @@ class LoweringOptions:
             "quantize_embeddings": self.quantize_embeddings,
             "ctx": self.max_context,
             "sparsity": self.sparsity,
+            "output_layer_int8": self.output_layer_int8,
         }
 
 

@@ -35,7 +35,7 @@ from builder.tasks.static_cache_decoder import StaticCacheDecoder
 GROUP_SIZE = 32
 
 
-def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None:
+def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_layer_int8: bool = True) -> None:
     """Apply the scheme in place with torchao, the way the delegates consume it (DESIGN §4): dynamic-activation
     schemes for XNNPACK's kernels, weight-only ones for Core ML's (each target lists the schemes it takes)."""
     from torchao.quantization.granularity import PerAxis, PerGroup
@@ -68,7 +68,7 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool) -> None
         return
     weight_dtype = {"a8w8": torch.int8, "a8w4": torch.int4, "w8": torch.int8, "w4": torch.int4}[scheme]
     weight_only = scheme in ("w8", "w4")
-    head = eight_bit_output_layer(module, scheme)
+    head = eight_bit_output_layer(module, scheme) if output_layer_int8 else None
 
     def config(granularity: Any, dtype: torch.dtype = weight_dtype) -> Any:
         if weight_only:  # dequantize_affine, which the Core ML delegate turns into compressed constants
@@ -164,7 +164,7 @@ class ExecuTorchBackend:
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         module = copy.deepcopy(model.module).eval()
         with quiet():
-            _quantize(module, options.scheme, options.quantize_embeddings)
+            _quantize(module, options.scheme, options.quantize_embeddings, options.output_layer_int8)
         if model.spec.task == "embeddings":
             encoder = ExportableEncoder(module, model.spec, options.max_context).eval()
             return Prepared(module=encoder, runner=EagerEncoderRunner(encoder))

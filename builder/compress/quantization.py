@@ -48,11 +48,12 @@ def eight_bit_output_layer(module: nn.Module, scheme: str) -> nn.Module | None:
     return head if isinstance(head, nn.Linear) else None
 
 
-def estimated_weight_bytes(module: nn.Module, scheme: str, quantize_embeddings: bool) -> int:
+def estimated_weight_bytes(module: nn.Module, scheme: str, quantize_embeddings: bool,
+                           output_layer_int8: bool = True) -> int:  # fmt: skip
     """What the weights take once quantized: Linear weights at the scheme's bits with one fp32 scale per group
     of 32 (4-bit) or per row (8-bit), embedding tables at 8 bits with a scale per row when quantized, every
     other parameter in fp32. A tied output projection counts twice, as exporters store it once per use."""
-    head = eight_bit_output_layer(module, scheme)
+    head = eight_bit_output_layer(module, scheme) if output_layer_int8 else None
     total = 0
     counted: set[int] = set()
     for m in module.modules():
