@@ -86,6 +86,9 @@ def test_manifest_contract(chat_bundle: Path, manifest: dict) -> None:
     a8w4 = by_target["android-xnnpack"]
     assert a8w4["bytes"] < by_target["ios-xnnpack"]["bytes"]
     assert a8w4["quantize_embeddings"] is True
+    assert a8w4["operators"]["weight_layout"] == {"linear": "int4 symmetric, groups of 32, HQQ scales",
+                                                  "output_layer": "int8 symmetric, per output channel",
+                                                  "embeddings": "int8, per row"}  # fmt: skip
 
 
 def test_pte_carries_llm_runner_metadata(chat_bundle: Path) -> None:

@@ -92,6 +92,28 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_
               lambda m, fqn: isinstance(m, nn.Linear) and m is not head and not grouped(m))  # fmt: skip
 
 
+def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, str]:
+    """How `_quantize` stored each kind of weight, for the manifest (`operators.weight_layout`)."""
+    scheme = options.scheme
+    if scheme in ("fp32", "fp16", "palette4"):
+        body = {"fp32": "fp32", "fp16": "fp32 (the delegate computes in fp16)", "palette4": "4-bit k-means palette"}
+        layout = {"linear": body[scheme]}
+    else:
+        bits = 4 if scheme in ("a8w4", "w4") else 8
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        head = eight_bit_output_layer(module, scheme) if options.output_layer_int8 else None
+        narrow = sum(bits == 4 and m is not head and m.in_features % GROUP_SIZE != 0 for m in linears)
+        hqq = ", HQQ scales" if scheme.startswith("a8") else ""
+        layout = {"linear": f"int{bits} symmetric, " + (f"groups of {GROUP_SIZE}" if bits == 4 else
+                                                          "per output channel") + hqq}  # fmt: skip
+        if narrow:
+            layout["linear"] += f" ({narrow} layer(s) whose width is no multiple of {GROUP_SIZE}: per channel)"
+        if head is not None:
+            layout["output_layer"] = "int8 symmetric, per output channel"
+    layout["embeddings"] = "int8, per row" if options.quantize_embeddings else "fp32"
+    return layout
+
+
 def _metadata(model: Model, options: LoweringOptions, delegate: Delegate) -> dict[str, Any]:
     """Constant methods ExecuTorch's LLM runners (TextLLMRunner, Android LlmModule) read from the .pte."""
     spec = model.spec
@@ -210,6 +232,7 @@ class ExecuTorchBackend:
         path.write_bytes(executorch_program.buffer)
         info = describe_pte(path)
         operators = _check_runtime_ops(info, target)
+        operators["weight_layout"] = weight_layout(model.module, options)
         if delegate.name == "coreml":
             from builder.backends.executorch_coreml import describe_coreml_delegates
 
