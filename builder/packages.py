@@ -42,11 +42,10 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
 def rerender(bundle: Path, templates: Path | None = None, data: dict[str, Any] | None = None) -> list[Path]:
     """Replace the bundle's platform packages and report.html with a fresh rendering from its manifest, or
     from `data`, which then replaces the manifest (only once the report renders from it)."""
-    if data is None:
-        data = read_manifest(bundle)
-        report = render_report(data, templates)
-    else:
-        report = render_report(data, templates)
+    replace_manifest = data is not None
+    data = data if data is not None else read_manifest(bundle)
+    report = render_report(data, templates)
+    if replace_manifest:
         partial_manifest = bundle / ".manifest.json.partial"
         partial_manifest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         partial_manifest.replace(bundle / "manifest.json")

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from builder.bench.records import device_label
+from builder.bench.records import FIGURES, device_label, host_benchmarks
 from builder.paths import templates_dir
 from builder.plots import Point, Scatter, scatter
 from builder.render.android import module_name
@@ -399,20 +399,20 @@ def sections(data: dict[str, Any]) -> list[Section]:
 
 # --- host and device benchmarks ----------------------------------------------------------------------------------
 
-_MEASURED = (("ttft_ms", fixed), ("prefill_tok_s", fixed), ("decode_tok_s", fixed), ("peak_rss_mb", fixed),
-             ("model_load_ms", fixed))  # fmt: skip
 
-
-def _measured_cell(record: dict[str, Any], key: str, fmt: Callable[[float], str]) -> Cell:
-    value = record.get(key)
-    if value is None or value < 0:
-        return missing("not reported")
+def _measured_cells(record: dict[str, Any]) -> list[Cell]:
     baseline = record.get("baseline") or {}
-    change = baseline.get("changes", {}).get(key)
-    if change is None:
-        return Cell(fmt(value))
-    regressed = key in baseline.get("regressions", [])
-    return Cell(fmt(value), f"{change:+.1%} vs {baseline['bundle']}", tone="bad" if regressed else "")
+    cells = []
+    for _, key, _ in FIGURES:
+        value, change = record.get(key), baseline.get("changes", {}).get(key)
+        if value is None or value < 0:
+            cells.append(missing("not reported"))
+        elif change is None:
+            cells.append(Cell(fixed(value)))
+        else:
+            tone = "bad" if key in baseline.get("regressions", []) else ""
+            cells.append(Cell(fixed(value), f"{change:+.1%} vs {baseline['bundle']}", tone=tone))
+    return cells
 
 
 def _conditions(record: dict[str, Any]) -> Cell:
@@ -432,13 +432,10 @@ def measured(data: dict[str, Any]) -> list[MeasuredRow]:
         devices = a.get("device_benchmarks") or []
         if not devices:
             continue
-        for host in a.get("benchmarks") or [a.get("benchmark")]:
-            if host:
-                rows.append(MeasuredRow(a["target"], f"host: {host.get('device', 'build machine')}",
-                                        host["prompt_tokens"], [_measured_cell(host, k, f) for k, f in _MEASURED],
-                                        Cell(f"{host.get('threads', '?')} threads")))  # fmt: skip
-        rows += [MeasuredRow(a["target"], device_label(r), r["prompt_tokens"],
-                             [_measured_cell(r, k, f) for k, f in _MEASURED], _conditions(r))
+        rows += [MeasuredRow(a["target"], f"host: {host.get('device', 'build machine')}", host["prompt_tokens"],
+                             _measured_cells(host), Cell(f"{host.get('threads', '?')} threads"))
+                 for host in host_benchmarks(a)]  # fmt: skip
+        rows += [MeasuredRow(a["target"], device_label(r), r["prompt_tokens"], _measured_cells(r), _conditions(r))
                  for r in devices]  # fmt: skip
     return rows
 
@@ -684,6 +681,7 @@ def render_report(data: dict[str, Any], templates: Path | None = None) -> str:
         "tradeoff": tradeoff(data),
         "gaps": host_gaps(data["artifacts"]),
         "measured": measured(data),
+        "measured_columns": [label for label, _, _ in FIGURES],
         "packages": packages(data),
         "golden": golden(data),
         "tool_versions": sorted((data.get("tool_versions") or {}).items()),

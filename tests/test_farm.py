@@ -217,6 +217,10 @@ def test_collect_merges_android_json_and_ios_logs_beside_the_host_figures(bundle
     assert "Host and device benchmarks" in report and "Pixel 8 (Android SDK 34)" in report
     assert "iPhone16,1 (Version 18.1)" in report and "host: " in report  # the host figures sit beside them
     assert "Pixel 8 (Android SDK 34)" in result.output
+    # Each figure under its own column: TTFT, prefill, decode, peak RSS, load.
+    row = next(line for line in result.output.splitlines() if "│ android-xnnpack │ Pixel" in line)
+    figures = [row.index(value) for value in ("81.0", "172.8", "48.2", "310.5", "412.0")]
+    assert figures == sorted(figures), row
 
 
 def test_collecting_a_device_again_replaces_its_record(bundle: Path, tmp_path: Path) -> None:

@@ -35,6 +35,11 @@ from builder.tasks.static_cache_decoder import StaticCacheDecoder
 GROUP_SIZE = 32
 
 
+def _grouped(m: nn.Module, scheme: str) -> bool:
+    """Whether a Linear gets int4 groups: 4-bit schemes, where its width is a multiple of the group size."""
+    return scheme in ("a8w4", "w4") and m.in_features % GROUP_SIZE == 0
+
+
 def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_layer_int8: bool = True) -> None:
     """Apply the scheme in place with torchao, the way the delegates consume it (DESIGN §4): dynamic-activation
     schemes for XNNPACK's kernels, weight-only ones for Core ML's (each target lists the schemes it takes)."""
@@ -80,16 +85,13 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_
             intx_choose_qparams_algorithm="hqq_scale_only",
         )
 
-    def grouped(m: nn.Module) -> bool:
-        return scheme in ("a8w4", "w4") and m.in_features % GROUP_SIZE == 0
-
     if head is not None:
         quantize_(module, config(PerAxis(0), torch.int8), lambda m, fqn: m is head)
     quantize_(module, config(PerGroup(GROUP_SIZE)),
-              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and grouped(m))  # fmt: skip
+              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and _grouped(m, scheme))  # fmt: skip
     # Per channel for 8-bit schemes, and for 4-bit layers whose width is not a multiple of the group size.
     quantize_(module, config(PerAxis(0)),
-              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and not grouped(m))  # fmt: skip
+              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and not _grouped(m, scheme))  # fmt: skip
 
 
 def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, str]:
@@ -102,7 +104,7 @@ def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, str]
         bits = 4 if scheme in ("a8w4", "w4") else 8
         linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
         head = eight_bit_output_layer(module, scheme) if options.output_layer_int8 else None
-        narrow = sum(bits == 4 and m is not head and m.in_features % GROUP_SIZE != 0 for m in linears)
+        narrow = sum(bits == 4 and m is not head and not _grouped(m, scheme) for m in linears)
         hqq = ", HQQ scales" if scheme.startswith("a8") else ""
         layout = {"linear": f"int{bits} symmetric, " + (f"groups of {GROUP_SIZE}" if bits == 4 else
                                                           "per output channel") + hqq}  # fmt: skip

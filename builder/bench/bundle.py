@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from builder.backends import get_backend
 from builder.backends.base import Artifact
 from builder.bench.host import BenchRequest
+from builder.bench.records import FIGURES, host_benchmarks
 from builder.errors import UserInputError
 from builder.packages import read_manifest, rerender
 from builder.validate.data import load_eval_text
@@ -129,18 +130,13 @@ def write_manifest(bundle: Path, data: dict[str, Any]) -> None:
     rerender(bundle, data=data)
 
 
-_FIGURES = (("load ms", "model_load_ms", False), ("TTFT ms", "ttft_ms", False),
-            ("prefill tok/s", "prefill_tok_s", True), ("decode tok/s", "decode_tok_s", True),
-            ("peak RSS MB", "peak_rss_mb", False))  # fmt: skip
-
-
 def print_bench(data: dict[str, Any], baseline: dict[str, Any] | None, console: Console) -> None:
     """One row per artifact and prompt length; with a baseline, each figure's ratio to the baseline artifact
     of the same target at the same prompt length (above 1 is better: speeds divided, times and memory
     inverted)."""
     before = {entry["target"]: entry for entry in (baseline or {}).get("artifacts", [])}
     table = Table(title=f"{data['package']['name']} {data['package']['version']}: host benchmark")
-    for column in ("target", "scheme", "size", "prompt", *(label for label, _, _ in _FIGURES), "decode bound"):
+    for column in ("target", "scheme", "size", "prompt", *(label for label, _, _ in FIGURES), "decode bound"):
         table.add_column(column)
     for entry in data["artifacts"]:
         if not entry.get("benchmarks"):
@@ -148,12 +144,11 @@ def print_bench(data: dict[str, Any], baseline: dict[str, Any] | None, console: 
                           f"not run: {entry.get('benchmark_note')}")  # fmt: skip
             continue
         base = before.get(entry["target"], {})
-        # A bundle never benched by slmpack bench has only its build's figure, at the build's prompt length.
-        old = {b["prompt_tokens"]: b for b in base.get("benchmarks") or [base.get("benchmark")] if b}
+        old = {b["prompt_tokens"]: b for b in host_benchmarks(base)}
         for index, result in enumerate(entry["benchmarks"]):
             reference = old.get(result["prompt_tokens"])
             cells = [_figure(result.get(key), reference.get(key) if reference else None, faster)
-                     for _, key, faster in _FIGURES]  # fmt: skip
+                     for _, key, faster in FIGURES]  # fmt: skip
             bound = entry.get("roofline") or {}
             table.add_row(entry["target"], entry["quantization"], f"{entry['bytes'] / 2**20:.1f} MB",
                           str(result["prompt_tokens"]), *cells,

@@ -13,14 +13,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from builder.bench.records import ResultsError, check_against_bundle, device_label, read_results
+from builder.bench.records import (
+    FIGURES,
+    ResultsError,
+    check_against_bundle,
+    device_label,
+    host_benchmarks,
+    read_results,
+)
 from builder.errors import UserInputError
 from builder.packages import read_manifest
 
 REGRESSION_THRESHOLD = 0.05
-# Each figure compared with the baseline, and whether a higher value is better.
-FIGURES = (("ttft_ms", False), ("prefill_tok_s", True), ("decode_tok_s", True), ("model_load_ms", False),
-           ("peak_rss_mb", False))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def compare(record: dict[str, Any], before: dict[str, Any], threshold: float) -> dict[str, Any]:
     """Each figure's change against the baseline's record (positive = better) and those worse than `threshold`."""
     changes, regressions = {}, []
-    for figure, higher_is_better in FIGURES:
+    for _, figure, higher_is_better in FIGURES:
         old, new = before.get(figure), record.get(figure)
         if not old or not new or old < 0 or new < 0:  # absent, or -1 where a phone could not say
             continue
@@ -102,18 +106,15 @@ def _cell(value: float | None, change: float | None = None, regressed: bool = Fa
 def print_collected(data: dict[str, Any], console: Console) -> None:
     """Host figures and every device record, one row each, per artifact."""
     table = Table(title=f"{data['package']['name']} {data['package']['version']}: host and device benchmarks")
-    for column in ("target", "measured on", "prompt", "TTFT ms", "prefill tok/s", "decode tok/s", "peak RSS MB",
-                   "load ms", "thermal"):  # fmt: skip
+    for column in ("target", "measured on", "prompt", *(label for label, _, _ in FIGURES), "thermal"):
         table.add_column(column)
     for entry in data["artifacts"]:
         devices = entry.get("device_benchmarks") or []
         if not devices:
             continue
-        for host in entry.get("benchmarks") or [entry.get("benchmark")]:
-            if host:
-                table.add_row(entry["target"], f"host ({host.get('device', 'this machine')})",
-                              str(host["prompt_tokens"]),
-                              *(_cell(host.get(key)) for key, _ in FIGURES), "")  # fmt: skip
+        for host in host_benchmarks(entry):
+            table.add_row(entry["target"], f"host ({host.get('device', 'this machine')})", str(host["prompt_tokens"]),
+                          *(_cell(host.get(key)) for _, key, _ in FIGURES), "")  # fmt: skip
         for record in devices:
             baseline = record.get("baseline") or {}
             changes, regressed = baseline.get("changes", {}), baseline.get("regressions", [])
@@ -122,6 +123,6 @@ def print_collected(data: dict[str, Any], console: Console) -> None:
             if performance["throttled"] or performance["power_save"]:
                 thermal += " ⚠ throttled" if performance["throttled"] else " ⚠ power saving"
             table.add_row(entry["target"], device_label(record), str(record["prompt_tokens"]),
-                          *(_cell(record.get(key), changes.get(key), key in regressed) for key, _ in FIGURES),
+                          *(_cell(record.get(key), changes.get(key), key in regressed) for _, key, _ in FIGURES),
                           thermal)  # fmt: skip
     console.print(table)

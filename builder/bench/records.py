@@ -21,6 +21,18 @@ LOG_MARKER = "SLMPACK_BENCHMARK "
 RESULT_FILES = ("slmpack-benchmark*.json", "slmpack-benchmark*.jsonl", "*.log", "*.txt", "logcat*")
 
 
+# The DESIGN §8 figures tables show and compare, in their column order: (label, field, higher is better).
+FIGURES = (("TTFT ms", "ttft_ms", False), ("prefill tok/s", "prefill_tok_s", True),
+           ("decode tok/s", "decode_tok_s", True), ("peak RSS MB", "peak_rss_mb", False),
+           ("load ms", "model_load_ms", False))  # fmt: skip
+
+
+def host_benchmarks(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """A manifest artifact's host benchmark at every prompt length; a bundle never benched by `slmpack bench`
+    has only its build's figure."""
+    return [b for b in entry.get("benchmarks") or [entry.get("benchmark")] if b]
+
+
 class Performance(BaseModel):
     """The performance-lock notes: phones are not clock-locked, so a result says how warm it ran."""
 
