@@ -99,6 +99,7 @@ def manifest(
                 "sha256": sha256_of(b.artifact.path),
                 "signature": b.artifact.signature,
                 "operators": b.artifact.operators,
+                "weight_plan": b.artifact.weight_plan,
                 "runtime_version": b.artifact.runtime_version,
                 "runtime_library": b.target.runtime.for_task(spec.task).library,
                 "runtime_kernels": list(b.target.runtime.kernels),

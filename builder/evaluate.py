@@ -16,9 +16,10 @@ from rich.table import Table
 from builder.backends.base import LoweringOptions
 from builder.compress.quantization import embeddings_quantized, estimated_weight_bytes
 from builder.models import load_model
-from builder.pipeline import compress_stage
+from builder.models.base import Model
+from builder.pipeline import WeightPlans, compress_stage
 from builder.progress import BuildProgress
-from builder.recipe import LoadedRecipe
+from builder.recipe import LoadedRecipe, Recipe
 from builder.validate import cost_figures, decoder_cost, encoder_cost, original_encoder
 from builder.validate.data import load_eval_text
 from builder.validate.decoder import OriginalDecoderRunner
@@ -61,6 +62,25 @@ def _step_row(step: dict[str, Any]) -> EvalRow:
     return EvalRow(f"{step['step']} (eager)", step["parameters"], figures, step.get("tasks") or {})
 
 
+def measure_options(model: Model, original_model: Model, text: str, recipe: Recipe, tasks: TaskData, runner: Any,
+                    options: LoweringOptions, name: str, original: Any = None) -> EvalRow:  # fmt: skip
+    """`runner` (the compressed `model` quantized as `options` say) against the original model's figures on
+    the evaluation text, and the weight bytes `options` would store. `original` reuses an original's runner."""
+    decoder = recipe.model.task == "text-generation"
+    max_len = min(recipe.model.max_context, model.spec.max_position_embeddings)
+    if original is None:
+        original = (OriginalDecoderRunner(original_model.module) if decoder
+                    else original_encoder(original_model, None, max_len))  # fmt: skip
+    v = Validation(runtime="eager")
+    if decoder:
+        decoder_cost(model, runner, original, text, recipe.eval, tasks, v)
+    else:
+        encoder_cost(model, runner, original, text, max_len, tasks, v)
+    size = estimated_weight_bytes(model.module, options.scheme, options.quantize_embeddings,
+                                  options.output_layer_int8, options.plan.bits if options.plan else None)  # fmt: skip
+    return EvalRow(name, model.parameters, cost_figures(v, decoder), v.tasks, options.scheme, size)
+
+
 def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
     recipe = loaded.recipe
     decoder = recipe.model.task == "text-generation"
@@ -77,34 +97,30 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
         max_len = min(recipe.model.max_context, model.spec.max_position_embeddings)
         original = OriginalDecoderRunner(model.module) if decoder else original_encoder(model, None, max_len)
 
-        def measure(name: str, runner: Any, scheme: str, embeddings: bool) -> EvalRow:
-            v = Validation(runtime="eager")
-            if decoder:
-                decoder_cost(compressed.model, runner, original, text, recipe.eval, tasks, v)
-            else:
-                encoder_cost(compressed.model, runner, original, text, max_len, tasks, v)
-            size = estimated_weight_bytes(
-                compressed.model.module, scheme, embeddings, recipe.compress.output_layer_int8
-            )
-            return EvalRow(name, compressed.model.parameters, cost_figures(v, decoder), v.tasks, scheme, size)
+        plans = WeightPlans(compressed.model, loaded, text, progress)
+
+        def measure(name: str, runner: Any, options: LoweringOptions) -> EvalRow:
+            return measure_options(compressed.model, model, text, recipe, tasks, runner, options, name, original)
 
         rows = [_step_row(step) for step in compressed.steps]
         with progress.stage("Measuring the compressed model in fp32"):
             runner = (OriginalDecoderRunner(compressed.model.module) if decoder
                       else original_encoder(compressed.model, compressed.model.module, max_len))  # fmt: skip
-            rows.append(measure("compressed, fp32" if compressed.steps else "original, fp32", runner, "fp32", False))
+            fp32 = LoweringOptions("fp32", False, recipe.model.max_context)
+            rows.append(measure("compressed, fp32" if compressed.steps else "original, fp32", runner, fp32))
         from builder.backends.executorch import ExecuTorchBackend
 
         for (scheme, embeddings), resolved in schemes.items():
             if scheme == "fp32" and not embeddings:
                 progress.add_stages(-1)
                 continue
-            options = LoweringOptions(scheme, embeddings, recipe.model.max_context,
-                                      output_layer_int8=recipe.compress.output_layer_int8)  # fmt: skip
+            head8 = recipe.compress.output_layer_int8 is not False
+            options = plans.options(LoweringOptions(scheme, embeddings, recipe.model.max_context,
+                                                    output_layer_int8=head8), "executorch")  # fmt: skip
             with progress.stage(f"Measuring {scheme} as {resolved.target.name} quantizes it"):
                 prepared = ExecuTorchBackend().prepare(compressed.model, options)
                 label = f"{scheme}" + (", int8 embeddings" if embeddings else "")
-                rows.append(measure(f"compressed + {label} (torchao)", prepared.runner, scheme, embeddings))
+                rows.append(measure(f"compressed + {label} (torchao)", prepared.runner, options))
     others = [r.target.name for r in loaded.targets if r.target.backend != "executorch"]
     evaluation = recipe.eval.model_dump(include={"text", "windows", "window_tokens", "stride", "decode_steps"})
     return EvalReport(model.source, decoder, rows, others, evaluation, compressed.calibration)

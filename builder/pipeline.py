@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,18 @@ from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
 from builder.chat_template import ChatFormat, reduce_chat_template
 from builder.checksums import size_of
-from builder.compress.pipeline import Compressed, compress, wanted
+from builder.compress.pipeline import Compressed, calibration_set, compress, wanted
 from builder.compress.quantization import embeddings_quantized
+from builder.compress.weight_plan import (
+    WeightPlan,
+    cached_plan,
+    cached_scores,
+    make_plan,
+    plan_key,
+    plan_steps,
+    sensitivity_key,
+    store_scores,
+)
 from builder.errors import GateFailedError
 from builder.models import load_model
 from builder.models.base import Model
@@ -59,7 +70,8 @@ def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Pa
         if model.source_quantization:
             progress.note(f"source weights were already quantized ({model.source_quantization}); "
                           "quality figures compare against their fp32 dequantization")  # fmt: skip
-        built = [_build_target(compressed.model, model, text, tasks, loaded, resolved, settings, progress)
+        plans = WeightPlans(compressed.model, loaded, text, progress)
+        built = [_build_target(compressed.model, model, text, tasks, loaded, resolved, settings, progress, plans)
                  for resolved in loaded.targets]  # fmt: skip
         data = manifest(recipe, compressed.model, model.parameters, built, chat, compressed.to_json())
         _print_summary(console, model, built)
@@ -92,6 +104,55 @@ def compress_stage(
     return compressed
 
 
+class WeightPlans:
+    """The a8w4 weight plan (mixed precision, GPTQ) of the compressed model, made when a target first needs
+    it and cached on disk by its inputs; ExecuTorch targets apply it (builder/compress/weight_plan.py)."""
+
+    def __init__(self, model: Model, loaded: LoadedRecipe, text: str, progress: BuildProgress) -> None:
+        self.model, self.loaded, self.text, self.progress = model, loaded, text, progress
+        self.made: dict[bool, WeightPlan] = {}
+
+    def options(self, options: LoweringOptions, backend: str) -> LoweringOptions:
+        """`options` with the plan its target applies (ExecuTorch a8w4), else unchanged."""
+        if backend != "executorch" or options.scheme != "a8w4":
+            return options
+        return dataclasses.replace(options, plan=self.plan(options.quantize_embeddings))
+
+    def plan(self, quantize_embeddings: bool) -> WeightPlan:
+        if quantize_embeddings in self.made:
+            return self.made[quantize_embeddings]
+        recipe = self.loaded.recipe
+        settings = recipe.compress
+        windows, record = calibration_set(self.model, settings.calibration, self.text, recipe.eval,
+                                          self.loaded.base_dir)  # fmt: skip
+        key = plan_key(self.model.weights_digest, settings, record, quantize_embeddings)
+        method = "GPTQ" if settings.a8w4.method == "gptq" else "HQQ"
+        what = f"Planning a8w4 ({method}" + (", sensitivity-driven mixed precision)" if
+                                             settings.a8w4.mixed_precision else ")")  # fmt: skip
+        self.progress.add_stages(1)
+        scores_key = sensitivity_key(self.model.weights_digest, settings, record)
+        scores = cached_scores(scores_key)
+
+        def compute() -> WeightPlan:
+            steps = plan_steps(self.model.module, settings, scores is not None)
+            with self.progress.count(what, steps) as advance:
+                made = make_plan(self.model.module, settings, windows, record, quantize_embeddings, advance, scores)
+            if scores is None and made.sensitivity:
+                store_scores(scores_key, made.sensitivity)
+            return made
+
+        plan, hit = cached_plan(key, compute)
+        if hit:
+            self.progress.add_stages(-1)
+            self.progress.note("unchanged model, a8w4 settings and calibration text: reused the a8w4 weight plan")
+        eight = sum(bits == 8 for bits in plan.bits.values())
+        size = _mb(plan.estimated_weight_bytes)
+        self.progress.note(f"a8w4 plan: {eight} of {len(plan.bits)} Linears at 8 bits, "
+                           f"{plan.bits_per_weight:.2f} bits per weight, ~{size} of weights")  # fmt: skip
+        self.made[quantize_embeddings] = plan
+        return plan
+
+
 def _step_quality(step: dict[str, Any]) -> str:
     if "perplexity" in step:
         quality = f"perplexity {step['perplexity_original']:.2f} → {step['perplexity']:.2f}"
@@ -122,20 +183,20 @@ def check_wrapper_tokenizer(model: Model, platforms: set[str]) -> None:
 
 def _build_target(
     model: Model, original: Model, text: str, tasks: TaskData, loaded: LoadedRecipe, resolved: ResolvedTarget,
-    settings: BuildSettings, progress: BuildProgress,
+    settings: BuildSettings, progress: BuildProgress, plans: WeightPlans,
 ) -> BuiltArtifact:  # fmt: skip
     """Lower, validate and benchmark `model` (the compressed one) for one target; compression cost is
     measured against `original`."""
     recipe = loaded.recipe
     target = resolved.target
     backend = get_backend(target.backend)
-    options = LoweringOptions(
+    options = plans.options(LoweringOptions(
         scheme=resolved.scheme,
         quantize_embeddings=embeddings_quantized(resolved.scheme, resolved.quantize_embeddings),
         max_context=recipe.model.max_context,
         sparsity=resolved.sparsity,
-        output_layer_int8=recipe.compress.output_layer_int8,
-    )
+        output_layer_int8=recipe.compress.output_layer_int8 is not False,
+    ), target.backend)  # fmt: skip
     label = f"{target.name} ({options.scheme})"
     with progress.stage(f"Compressing for {label}"):
         prepared = backend.prepare(model, options)

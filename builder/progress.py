@@ -64,5 +64,15 @@ class BuildProgress:
             finally:
                 self.progress.remove_task(bar)
 
+    @contextlib.contextmanager
+    def count(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        """A stage of `total` equal steps with a bar of its own; call the yielded function after each."""
+        bar = self.progress.add_task(description, total=total)
+        with self.stage(description):
+            try:
+                yield lambda: self.progress.advance(bar)
+            finally:
+                self.progress.remove_task(bar)
+
     def note(self, message: str) -> None:
         self.console.print(f"  [dim]{message}[/dim]")

@@ -139,13 +139,46 @@ class CalibrationSection(_Section):
     window_tokens: int = Field(default=128, ge=8, le=8192)
 
 
+class A8W4Section(_Section):
+    """How a8w4 rounds its 4-bit weights and which Linears keep 8 bits, on ExecuTorch targets
+    (builder/compress/weight_plan.py). Both read the compress.calibration text."""
+
+    # gptq: rounds each layer against its calibration inputs (Hessian); hqq: scale search alone, no calibration.
+    method: Literal["gptq", "hqq"] = "gptq"
+    # Sensitivity-driven mixed precision: the Linears whose 4-bit rounding moves the output most (KL on the
+    # calibration text) stay at 8 bits while the budget allows. One budget: bits_per_weight averages over
+    # Linear weights, scales included (all-4-bit groups of 32 = 5.0, all-8-bit ≈ 8.0); max_bytes caps the
+    # estimated weight bytes of the whole model, embedding table included.
+    mixed_precision: bool = True
+    bits_per_weight: float | None = Field(default=None, ge=5.0, le=9.0)
+    max_bytes: int | None = Field(default=None, gt=0)
+    sensitivity_windows: int = Field(default=2, ge=1, le=64)  # calibration windows the KL is measured on
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> A8W4Section:
+        if self.bits_per_weight is not None and self.max_bytes is not None:
+            raise ValueError("set at most one budget: bits_per_weight (e.g. 5.5) or max_bytes (e.g. 115000000)")
+        if not self.mixed_precision and (self.bits_per_weight is not None or self.max_bytes is not None):
+            raise ValueError("a budget applies only with mixed_precision = true")
+        return self
+
+    def budget(self) -> dict[str, float]:
+        """The mixed-precision budget; 5.5 bits per weight unless one is set (≈ 10% over all-4-bit)."""
+        if self.max_bytes is not None:
+            return {"max_bytes": self.max_bytes}
+        return {"bits_per_weight": self.bits_per_weight or DEFAULT_BITS_PER_WEIGHT}
+
+
+DEFAULT_BITS_PER_WEIGHT = 5.5
+
+
 class CompressSection(_Section):
     quantize: SchemeName = "fp32"
     # None: the scheme's default (int8 tables for the int8/int4 schemes, as peers do).
     quantize_embeddings: bool | None = None
-    # a8w4 on XNNPACK keeps the output projection at 8 bits per channel: +15% perplexity for SmolLM2-135M
-    # at 4 bits, against 11% more bytes and some decode speed. False puts it at 4 bits like the rest.
-    output_layer_int8: bool = True
+    # The output projection under a8w4: true keeps it at 8 bits per channel, false puts it at 4 bits; unset,
+    # mixed precision decides like for any Linear (and without mixed precision it stays at 8 bits).
+    output_layer_int8: bool | None = None
     # Unstructured magnitude pruning stored sparse, on targets whose runtime has a sparse weight format
     # (`prune = true` in their TOML): the fraction of each weight tensor set to zero. 0 prunes nothing.
     sparsity: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -154,6 +187,7 @@ class CompressSection(_Section):
     lowrank: LowRankSection | None = None
     distill: DistillSection | None = None
     calibration: CalibrationSection = CalibrationSection()
+    a8w4: A8W4Section = A8W4Section()
 
 
 class GenerationSection(_Section):

@@ -86,9 +86,15 @@ def test_manifest_contract(chat_bundle: Path, manifest: dict) -> None:
     a8w4 = by_target["android-xnnpack"]
     assert a8w4["bytes"] < by_target["ios-xnnpack"]["bytes"]
     assert a8w4["quantize_embeddings"] is True
-    assert a8w4["operators"]["weight_layout"] == {"linear": "int4 symmetric, groups of 32, HQQ scales",
-                                                  "output_layer": "int8 symmetric, per output channel",
-                                                  "embeddings": "int8, per row"}  # fmt: skip
+    # The default a8w4: GPTQ, and mixed precision at 5.5 bits per weight, read back from the quantized model.
+    layout, plan = a8w4["operators"]["weight_layout"], a8w4["weight_plan"]
+    assert layout["rounding"] == "GPTQ (act-order) on HQQ scales" and layout["embeddings"] == "int8, per row"
+    assert (plan["method"], plan["budget"]) == ("gptq", {"bits_per_weight": 5.5})
+    assert 5.0 <= plan["bits_per_weight"] <= 5.5 and plan["calibration"]["sha256"]
+    body_eight = [name for name in plan["eight_bit"] if name != "lm_head"]
+    assert body_eight and f"int8 symmetric, per output channel ({len(body_eight)} layers)" in layout["linear"]
+    assert {layer["bits"] for layer in plan["layers"]} == {4, 8}
+    assert all(layer["sensitivity"] > -1e-6 for layer in plan["layers"])  # a KL, up to rounding
 
 
 def test_pte_carries_llm_runner_metadata(chat_bundle: Path) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from builder.bench.host import BenchRequest, BenchResult
 from builder.models.base import Model
 from builder.targets import Target
+
+if TYPE_CHECKING:
+    from builder.compress.weight_plan import WeightPlan
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class LoweringOptions:
     max_context: int
     sparsity: float = 0.0  # fraction of each weight tensor pruned to zero (targets with `prune = true`)
     output_layer_int8: bool = True  # a8w4 on XNNPACK: the output projection at 8 bits (compress.output_layer_int8)
+    # a8w4 on ExecuTorch: each Linear's bits and GPTQ rounding (builder/compress/weight_plan.py), by digest.
+    plan: WeightPlan | None = field(default=None, compare=False)
 
     def cache_fields(self) -> dict[str, Any]:
         return {
@@ -28,6 +33,7 @@ class LoweringOptions:
             "ctx": self.max_context,
             "sparsity": self.sparsity,
             "output_layer_int8": self.output_layer_int8,
+            "plan": self.plan.digest if self.plan is not None else None,
         }
 
 
@@ -46,6 +52,7 @@ class Artifact:
     operators: dict[str, Any] = field(default_factory=dict)  # delegated vs non-delegated op counts
     min_os: str | None = None  # when the artifact needs a newer OS than its target's minimum
     sparsity: float = 0.0  # fraction of each weight tensor pruned to zero
+    weight_plan: dict[str, Any] | None = None  # a8w4 on ExecuTorch: each Linear's bits, sensitivity, rounding
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,7 @@ class Artifact:
             "operators": self.operators,
             "min_os": self.min_os,
             "sparsity": self.sparsity,
+            "weight_plan": self.weight_plan,
         }
 
     @classmethod

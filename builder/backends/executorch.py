@@ -7,6 +7,7 @@ the host runtime lacks (Core ML on Linux) is validated by replaying its delegate
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from builder.backends.executorch_runners import (
     PteEncoderRunner,
 )
 from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
-from builder.compress.quantization import eight_bit_output_layer
+from builder.compress.quantization import GROUP_SIZE, eight_bit_output_layer
+from builder.compress.weight_plan import WeightPlan
 from builder.errors import UserInputError
 from builder.inspect_pte import PteInfo, describe_pte
 from builder.models.base import Model
@@ -32,17 +34,17 @@ from builder.tasks.causal_lm import ExportableDecoder, export_decoder
 from builder.tasks.embeddings import ExportableEncoder, export_encoder
 from builder.tasks.static_cache_decoder import StaticCacheDecoder
 
-GROUP_SIZE = 32
-
 
 def _grouped(m: nn.Module, scheme: str) -> bool:
     """Whether a Linear gets int4 groups: 4-bit schemes, where its width is a multiple of the group size."""
     return scheme in ("a8w4", "w4") and m.in_features % GROUP_SIZE == 0
 
 
-def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_layer_int8: bool = True) -> None:
+def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_layer_int8: bool = True,
+              plan: WeightPlan | None = None) -> None:  # fmt: skip
     """Apply the scheme in place with torchao, the way the delegates consume it (DESIGN §4): dynamic-activation
-    schemes for XNNPACK's kernels, weight-only ones for Core ML's (each target lists the schemes it takes)."""
+    schemes for XNNPACK's kernels, weight-only ones for Core ML's (each target lists the schemes it takes).
+    An a8w4 `plan` sets each Linear's bits and, with GPTQ, its rounded weights."""
     from torchao.quantization.granularity import PerAxis, PerGroup
     from torchao.quantization.quant_api import (
         Int8DynamicActivationIntxWeightConfig,
@@ -74,6 +76,12 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_
     weight_dtype = {"a8w8": torch.int8, "a8w4": torch.int4, "w8": torch.int8, "w4": torch.int4}[scheme]
     weight_only = scheme in ("w8", "w4")
     head = eight_bit_output_layer(module, scheme) if output_layer_int8 else None
+    if plan is not None:
+        _check_plan(module, plan)
+    names = {id(m): name for name, m in module.named_modules()}
+
+    def eight_bit(m: nn.Module) -> bool:
+        return plan.bits[names[id(m)]] == 8 if plan is not None else m is head
 
     def config(granularity: Any, dtype: torch.dtype = weight_dtype) -> Any:
         if weight_only:  # dequantize_affine, which the Core ML delegate turns into compressed constants
@@ -85,34 +93,65 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_
             intx_choose_qparams_algorithm="hqq_scale_only",
         )
 
-    if head is not None:
-        quantize_(module, config(PerAxis(0), torch.int8), lambda m, fqn: m is head)
-    quantize_(module, config(PerGroup(GROUP_SIZE)),
-              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and _grouped(m, scheme))  # fmt: skip
+    four_bit = weight_dtype == torch.int4
+
+    def narrow(m: nn.Module, grouped: bool) -> bool:  # a Linear at the scheme's bits, grouped or per channel
+        return isinstance(m, nn.Linear) and not (four_bit and eight_bit(m)) and _grouped(m, scheme) == grouped
+
+    if four_bit:
+        quantize_(module, config(PerAxis(0), torch.int8), lambda m, fqn: isinstance(m, nn.Linear) and eight_bit(m))
+    quantize_(module, config(PerGroup(GROUP_SIZE)), lambda m, fqn: narrow(m, grouped=True))
     # Per channel for 8-bit schemes, and for 4-bit layers whose width is not a multiple of the group size.
-    quantize_(module, config(PerAxis(0)),
-              lambda m, fqn: isinstance(m, nn.Linear) and m is not head and not _grouped(m, scheme))  # fmt: skip
+    quantize_(module, config(PerAxis(0)), lambda m, fqn: narrow(m, grouped=False))
+    if plan is not None:
+        _apply_rounding(module, plan)
 
 
-def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, str]:
-    """How `_quantize` stored each kind of weight, for the manifest (`operators.weight_layout`)."""
-    scheme = options.scheme
-    if scheme in ("fp32", "fp16", "palette4"):
-        body = {"fp32": "fp32", "fp16": "fp32 (the delegate computes in fp16)", "palette4": "4-bit k-means palette"}
-        layout = {"linear": body[scheme]}
-    else:
-        bits = 4 if scheme in ("a8w4", "w4") else 8
-        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-        head = eight_bit_output_layer(module, scheme) if options.output_layer_int8 else None
-        narrow = sum(bits == 4 and m is not head and not _grouped(m, scheme) for m in linears)
-        hqq = ", HQQ scales" if scheme.startswith("a8") else ""
-        layout = {"linear": f"int{bits} symmetric, " + (f"groups of {GROUP_SIZE}" if bits == 4 else
-                                                          "per output channel") + hqq}  # fmt: skip
-        if narrow:
-            layout["linear"] += f" ({narrow} layer(s) whose width is no multiple of {GROUP_SIZE}: per channel)"
-        if head is not None:
-            layout["output_layer"] = "int8 symmetric, per output channel"
-    layout["embeddings"] = "int8, per row" if options.quantize_embeddings else "fp32"
+def _check_plan(module: nn.Module, plan: WeightPlan) -> None:
+    linears = {name for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+    if linears != set(plan.bits):
+        raise RuntimeError(f"weight plan {plan.digest} was made for another model: its Linears differ from these")
+
+
+@torch.no_grad()
+def _apply_rounding(module: nn.Module, plan: WeightPlan) -> None:
+    """GPTQ's integers and scales in place of torchao's round-to-nearest ones: same grid, same tensor type."""
+    for name, rounded in plan.weights.items():
+        weight = module.get_submodule(name).weight
+        if weight.qdata.shape != rounded.q.shape or weight.scale.shape != rounded.scale.shape:
+            raise RuntimeError(f"weight plan {plan.digest}: {name} has another grid than torchao gave it")
+        weight.qdata.copy_(rounded.q)
+        weight.scale.copy_(rounded.scale.to(weight.scale.dtype))
+
+
+def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, Any]:
+    """How each kind of weight is stored, read from the quantized `module` (for the manifest's
+    `operators.weight_layout`): Linear layouts with how many layers take each, the output layer's, the
+    embedding table's, and how 4-bit weights were rounded."""
+    from torchao.quantization import IntxUnpackedToInt8Tensor
+
+    def describe(m: nn.Module) -> str:
+        w = m.weight
+        if not isinstance(w, IntxUnpackedToInt8Tensor):
+            return "fp32" + (" (the delegate computes in fp16)" if options.scheme == "fp16" else "")
+        bits = 4 if w.target_dtype == torch.int4 else 8
+        per = f"groups of {w.block_size[1]}" if w.block_size[1] < m.in_features else "per output channel"
+        return f"int{bits} symmetric, {per}"
+
+    head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
+    body = Counter(describe(m) for m in module.modules() if isinstance(m, nn.Linear) and m is not head)
+    if options.scheme == "palette4":
+        body = Counter({"4-bit k-means palette": sum(body.values())})
+    layout: dict[str, Any] = {"linear": "; ".join(f"{kind} ({count} layers)" for kind, count in body.items())}
+    if isinstance(head, nn.Linear):
+        layout["output_layer"] = "4-bit k-means palette" if options.scheme == "palette4" else describe(head)
+    if options.scheme in ("a8w8", "a8w4"):
+        gptq = options.plan is not None and options.plan.method == "gptq"
+        layout["rounding"] = "GPTQ (act-order) on HQQ scales" if gptq else "HQQ scales"
+    elif options.scheme in ("w8", "w4"):
+        layout["rounding"] = "min/max scales"
+    embedding = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
+    layout["embeddings"] = "int8, per row" if options.quantize_embeddings and embedding is not None else "fp32"
     return layout
 
 
@@ -188,7 +227,7 @@ class ExecuTorchBackend:
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         module = copy.deepcopy(model.module).eval()
         with quiet():
-            _quantize(module, options.scheme, options.quantize_embeddings, options.output_layer_int8)
+            _quantize(module, options.scheme, options.quantize_embeddings, options.output_layer_int8, options.plan)
         if model.spec.task == "embeddings":
             encoder = ExportableEncoder(module, model.spec, options.max_context).eval()
             return Prepared(module=encoder, runner=EagerEncoderRunner(encoder))
@@ -234,7 +273,7 @@ class ExecuTorchBackend:
         path.write_bytes(executorch_program.buffer)
         info = describe_pte(path)
         operators = _check_runtime_ops(info, target)
-        operators["weight_layout"] = weight_layout(model.module, options)
+        operators["weight_layout"] = weight_layout(prepared.module.model, options)
         if delegate.name == "coreml":
             from builder.backends.executorch_coreml import describe_coreml_delegates
 
@@ -250,6 +289,7 @@ class ExecuTorchBackend:
             runtime_version=target.runtime.version,
             operators=operators,
             min_os=min_ios(target, options.scheme),
+            weight_plan=options.plan.to_json() if options.plan is not None else None,
         )
 
     def reference(self, prepared: Prepared, artifact: Artifact) -> Prepared:

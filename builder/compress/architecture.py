@@ -35,6 +35,9 @@ class Family:
     # Why heads cannot be removed while the config stays consistent (the head size is derived from the
     # hidden size and head count, so fewer heads would change it); None where a `head_dim` key exists.
     heads_refusal: str | None = None
+    # The norm between the last block and the output projection (decoders); None where the last block's
+    # output is the model's (encoders).
+    final_norm: str | None = None
 
     def block_list(self, module: nn.Module) -> nn.ModuleList:
         return operator.attrgetter(self.blocks)(module)
@@ -54,6 +57,7 @@ _LLAMA_LIKE = Family(
     mlp_output="mlp.down_proj",
     mlp_width_key="intermediate_size",
     attention=Attention("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
+    final_norm="model.norm",
 )
 _PHI3 = Family(
     blocks="model.layers",
@@ -63,6 +67,7 @@ _PHI3 = Family(
     mlp_width_key="intermediate_size",
     attention=Attention("self_attn.qkv_proj", "", "", "self_attn.o_proj", fused_qkv=True),
     fused_gate_up=True,
+    final_norm="model.norm",
 )
 _BERT = Family(
     blocks="encoder.layer",

@@ -26,7 +26,7 @@ from builder.compress.lowrank import apply_ranks, lowrank_factorize, lowrank_ran
 from builder.compress.prune import construct_like, magnitude_prune, structured_prune
 from builder.models.base import Model, ModelSpec
 from builder.paths import cache_dir, published_folder
-from builder.recipe import CompressSection, EvalSection
+from builder.recipe import CalibrationSection, CompressSection, EvalSection
 from builder.tasks.embeddings import ExportableEncoder
 from builder.tools import tool_versions
 from builder.validate import cost_figures, decoder_cost, encoder_cost, original_encoder
@@ -37,6 +37,8 @@ from builder.validate.gates import Validation
 from builder.validate.tasks import TaskData
 
 CACHE_VERSION = "1"
+# Settings the backends apply after this stage: changing them must not re-run compression.
+QUANTIZATION_SETTINGS = {"quantize", "quantize_embeddings", "sparsity", "a8w4", "output_layer_int8"}
 _CODE = Path(__file__).resolve().parent
 
 # A stage runs inside `stage(description)` (a progress spinner in a build); distillation also reports
@@ -113,6 +115,27 @@ def _nonzero(module: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p)) for p in module.parameters())
 
 
+def _eval_chars(model: Model, eval_text: str, limits: EvalSection) -> int:
+    eval_tokens = limits.window_tokens + (limits.windows - 1) * (limits.stride or limits.window_tokens)
+    return covered_chars(model.tokenizer, eval_text, eval_tokens)
+
+
+def calibration_set(model: Model, calibration: CalibrationSection, eval_text: str, limits: EvalSection,
+                    base_dir: Path) -> tuple[list[torch.Tensor], dict[str, Any]]:  # fmt: skip
+    """The calibration windows (never what evaluation reads) and their record for the manifest."""
+    eval_chars = _eval_chars(model, eval_text, limits)
+    length = min(calibration.window_tokens, model.spec.max_position_embeddings)
+    text = load_calibration_text(calibration.text, base_dir, "compress.calibration.text", limits.text, eval_chars)
+    windows = calibration_windows(model.tokenizer, text, calibration.windows, length)
+    return windows, {
+        "text": calibration.text,
+        "windows": calibration.windows,
+        "window_tokens": length,
+        "sha256": _ids_digest(windows),
+        "held_out": calibration_note(calibration.text, base_dir, limits.text, eval_chars),
+    }
+
+
 def compress(
     model: Model,
     settings: CompressSection,
@@ -126,29 +149,17 @@ def compress(
     """`tasks` (the recipe's task files) are scored after every step, beside the evaluation text's figures."""
     if not wanted(settings):
         return Compressed(model)
-    calibration = settings.calibration
-    length = min(calibration.window_tokens, model.spec.max_position_embeddings)
-    eval_tokens = limits.window_tokens + (limits.windows - 1) * (limits.stride or limits.window_tokens)
-    eval_chars = covered_chars(model.tokenizer, eval_text, eval_tokens)
+    eval_chars = _eval_chars(model, eval_text, limits)
 
     def text_of(source: str, key: str) -> str:
         return load_calibration_text(source, base_dir, key, limits.text, eval_chars)
 
-    windows = calibration_windows(model.tokenizer, text_of(calibration.text, "compress.calibration.text"),
-                                  calibration.windows, length)  # fmt: skip
-    record: dict[str, Any] = {
-        "text": calibration.text,
-        "windows": calibration.windows,
-        "window_tokens": length,
-        "sha256": _ids_digest(windows),
-        "held_out": calibration_note(calibration.text, base_dir, limits.text, eval_chars),
-        "distill_text": None,
-        "distill_held_out": None,
-    }
+    windows, record = calibration_set(model, settings.calibration, eval_text, limits, base_dir)
+    record.update({"distill_text": None, "distill_held_out": None})
     distill_windows: list[torch.Tensor] = []
     if settings.distill:
         d = settings.distill
-        source = d.data or calibration.text
+        source = d.data or settings.calibration.text
         seq = min(d.sequence_length, model.spec.max_position_embeddings)
         distill_windows = calibration_windows(model.tokenizer, text_of(source, "compress.distill.data"),
                                               d.steps * d.batch_size, seq, d.batch_size)  # fmt: skip
@@ -157,7 +168,7 @@ def compress(
                        "distill_held_out": calibration_note(source, base_dir, limits.text, eval_chars)})  # fmt: skip
     key_payload = {
         "version": CACHE_VERSION, "weights": model.weights_digest, "code": _code_digest(), "tools": tool_versions(),
-        "settings": settings.model_dump(exclude={"quantize", "quantize_embeddings", "sparsity"}),
+        "settings": settings.model_dump(exclude=QUANTIZATION_SETTINGS),
         "calibration": record, "eval": limits.model_dump(include={"text", "windows", "window_tokens", "stride"}),
         "tasks": dataclasses.asdict(tasks) if tasks else None,
     }  # fmt: skip

@@ -48,20 +48,31 @@ def eight_bit_output_layer(module: nn.Module, scheme: str) -> nn.Module | None:
     return head if isinstance(head, nn.Linear) else None
 
 
+GROUP_SIZE = 32  # XNNPACK's int4 kernels read weights in groups of 32 inputs
+
+
+def linear_storage_bits(linear: nn.Linear, bits: int) -> int:
+    """Bits a Linear's weight takes at `bits`, its fp32 scales included: 4-bit in groups of 32 inputs (per row
+    when the width is no multiple of 32), 8-bit per row; 16 and over is an unquantized float."""
+    out_features, in_features = linear.weight.shape
+    if bits >= 16:
+        return linear.weight.numel() * bits
+    groups = in_features // GROUP_SIZE if bits == 4 and in_features % GROUP_SIZE == 0 else 1
+    return linear.weight.numel() * bits + out_features * groups * 32
+
+
 def estimated_weight_bytes(module: nn.Module, scheme: str, quantize_embeddings: bool,
-                           output_layer_int8: bool = True) -> int:  # fmt: skip
-    """What the weights take once quantized: Linear weights at the scheme's bits with one fp32 scale per group
-    of 32 (4-bit) or per row (8-bit), embedding tables at 8 bits with a scale per row when quantized, every
-    other parameter in fp32. A tied output projection counts twice, as exporters store it once per use."""
+                           output_layer_int8: bool = True, bits: dict[str, int] | None = None) -> int:  # fmt: skip
+    """What the weights take once quantized: Linear weights at the scheme's bits (or `bits` by name, a mixed
+    precision plan's) with their scales, embedding tables at 8 bits with a scale per row when quantized,
+    every other parameter in fp32. A tied output projection counts twice, as exporters store it once per use."""
     head = eight_bit_output_layer(module, scheme) if output_layer_int8 else None
     total = 0
     counted: set[int] = set()
-    for m in module.modules():
+    for name, m in module.named_modules():
         if isinstance(m, nn.Linear):
-            bits = 8 if m is head else SCHEMES[scheme].weight_bits
-            out_features, in_features = m.weight.shape
-            scales = 0 if bits >= 16 else out_features * (-(-in_features // 32) if bits == 4 else 1)
-            total += m.weight.numel() * bits // 8 + scales * 4
+            layer_bits = 8 if m is head else SCHEMES[scheme].weight_bits
+            total += linear_storage_bits(m, bits.get(name, layer_bits) if bits else layer_bits) // 8
             counted.add(id(m.weight))
         elif isinstance(m, nn.Embedding):
             total += m.weight.numel() + m.weight.shape[0] * 4 if quantize_embeddings else m.weight.numel() * 4

@@ -1,0 +1,215 @@
+"""The a8w4 weight plan: GPTQ rounding, sensitivity, mixed precision under a budget, caching, and how the
+ExecuTorch backend applies it (builder/compress/gptq.py, builder/compress/weight_plan.py)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from builder.backends.base import LoweringOptions
+from builder.backends.executorch import ExecuTorchBackend, weight_layout
+from builder.compress.architecture import family_of
+from builder.compress.gptq import gptq, hqq_scales, round_to_grid
+from builder.compress.quantization import estimated_weight_bytes, linear_storage_bits
+from builder.compress.weight_plan import (
+    cached_plan,
+    choose_bits,
+    linears_of,
+    make_plan,
+    rounded,
+    sensitivity,
+)
+from builder.errors import UserInputError
+from builder.models.base import Model
+from builder.recipe import CompressSection
+
+
+def _settings(**a8w4: object) -> CompressSection:
+    return CompressSection.model_validate({"quantize": "a8w4", "a8w4": a8w4})
+
+
+@pytest.fixture(scope="module")
+def windows(tiny_llama: Model) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(1, tiny_llama.spec.vocab_size, (1, 32), generator=generator) for _ in range(4)]
+
+
+def test_gptq_lowers_the_layer_output_error_below_round_to_nearest() -> None:
+    generator = torch.Generator().manual_seed(0)
+    # Correlated inputs with uneven scales, as real activations have: where GPTQ's error feedback pays.
+    mixing = torch.randn(64, 64, generator=generator) * torch.linspace(0.1, 3.0, 64)
+    inputs = torch.randn(512, 64, generator=generator) @ mixing
+    weight = torch.randn(48, 64, generator=generator)
+    scale = hqq_scales(weight, 32, 4)
+    nearest = round_to_grid(weight, scale, 4)
+    result = gptq(weight, inputs.double().T @ inputs.double(), scale, 4)
+    assert torch.equal(result.scale, scale) and result.q.dtype == torch.int8
+    assert int(result.q.min()) >= -8 and int(result.q.max()) <= 7
+
+    def error(w: torch.Tensor) -> float:
+        return float(((inputs @ (weight - w).T) ** 2).sum())
+
+    assert error(result.dequantize()) < 0.8 * error(nearest.dequantize())
+
+
+def test_sensitivity_from_recorded_block_inputs_equals_a_whole_run(tiny_llama: Model,
+                                                                   windows: list[torch.Tensor]) -> None:  # fmt: skip
+    module = copy.deepcopy(tiny_llama.module).eval()
+    # The exported model stores the output layer apart from the (int8) embedding table it may be tied to:
+    # rounding one must not round the other.
+    module.lm_head.weight = nn.Parameter(module.lm_head.weight.detach().clone())
+    family = family_of(module.config.model_type, "test")
+    names = ["model.layers.1.mlp.down_proj", "model.layers.0.self_attn.q_proj", "lm_head"]
+    scores = sensitivity(module, family, windows, names)
+    with torch.no_grad():
+        reference = [torch.log_softmax(module(ids).logits.float(), -1) for ids in windows]
+        for name in names:
+            linear = module.get_submodule(name)
+            original = linear.weight.detach().clone()
+            linear.weight.copy_(rounded(linear, 4))
+            kls = [float((r.exp() * (r - torch.log_softmax(module(ids).logits.float(), -1))).sum(-1).mean())
+                   for ids, r in zip(windows, reference, strict=True)]  # fmt: skip
+            linear.weight.copy_(original)
+            assert scores[name] == pytest.approx(sum(kls) / len(kls), rel=1e-4, abs=1e-7), name
+    assert all(score > 0 for score in scores.values())
+
+
+def test_mixed_precision_buys_the_most_sensitivity_per_byte_within_the_budget(tiny_llama: Model) -> None:
+    linears = linears_of(tiny_llama.module)
+    names = sorted(linears)
+    scores = {name: float(i + 1) for i, name in enumerate(names)}
+    four = sum(linear_storage_bits(m, 4) for m in linears.values())
+    for extra_share in (0.0, 0.1, 0.3, 1.0):
+        budget = int(four * (1 + extra_share))
+        bits = choose_bits(linears, scores, {}, budget)
+        assert sum(linear_storage_bits(linears[n], b) for n, b in bits.items()) <= budget
+        chosen = [n for n, b in bits.items() if b == 8]
+        left = [n for n, b in bits.items() if b == 4]
+        if extra_share == 0.0:
+            assert not chosen
+
+        def extra(n: str) -> int:
+            return linear_storage_bits(linears[n], 8) - linear_storage_bits(linears[n], 4)
+
+        # Nothing left at 4 bits had a better ratio than everything chosen, unless it no longer fitted.
+        spent = sum(linear_storage_bits(linears[n], b) for n, b in bits.items())
+        for n in left:
+            if spent + extra(n) <= budget:
+                raise AssertionError(f"{n} still fits the budget")
+        if chosen:
+            worst = min(scores[n] / extra(n) for n in chosen)
+            assert all(scores[n] / extra(n) <= worst or spent + extra(n) > budget for n in left)
+    assert choose_bits(linears, scores, {"lm_head": 8}, four * 2)["lm_head"] == 8
+    assert choose_bits(linears, scores, {"lm_head": 4}, four * 2)["lm_head"] == 4
+
+
+def test_plan_respects_each_budget_and_is_deterministic(tiny_llama: Model, windows: list[torch.Tensor]) -> None:
+    module = tiny_llama.module
+    linears = linears_of(module)
+    first = make_plan(module, _settings(bits_per_weight=6.0), windows, None, True)
+    again = make_plan(module, _settings(bits_per_weight=6.0), windows, None, True)
+    assert first.bits == again.bits and first.sensitivity == again.sensitivity
+    assert set(first.weights) == set(linears)
+    for name, weight in first.weights.items():
+        assert torch.equal(weight.q, again.weights[name].q) and torch.equal(weight.scale, again.weights[name].scale)
+    assert 5.0 <= first.bits_per_weight <= 6.0
+    assert any(bits == 8 for bits in first.bits.values())
+    assert first.estimated_weight_bytes == estimated_weight_bytes(module, "a8w4", True, bits=first.bits)
+
+    cap = estimated_weight_bytes(module, "a8w4", True, bits={n: 4 for n in linears}) + 4000
+    capped = make_plan(module, _settings(max_bytes=cap), windows, None, True)
+    assert capped.estimated_weight_bytes <= cap
+    assert any(bits == 8 for bits in capped.bits.values())
+    with pytest.raises(UserInputError, match=r"compress\.a8w4\.max_bytes = 1000 is below the smallest"):
+        make_plan(module, _settings(max_bytes=1000), windows, None, True)
+
+    plain = make_plan(module, _settings(method="hqq", mixed_precision=False), windows, None, True)
+    assert plain.weights == {} and plain.sensitivity == {} and plain.calibration is None
+    assert plain.bits == {name: 8 if name == "lm_head" else 4 for name in linears}
+
+
+def test_backend_applies_the_plan_bits_and_rounding(tiny_llama: Model, windows: list[torch.Tensor]) -> None:
+    plan = make_plan(tiny_llama.module, _settings(bits_per_weight=6.0), windows, None, True)
+    options = LoweringOptions("a8w4", True, 64, plan=plan)
+    prepared = ExecuTorchBackend().prepare(tiny_llama, options)
+    module = prepared.module.model
+    for name, weight in plan.weights.items():
+        tensor = module.get_submodule(name).weight
+        assert tensor.target_dtype == (torch.int8 if plan.bits[name] == 8 else torch.int4), name
+        assert torch.equal(tensor.qdata, weight.q) and torch.equal(tensor.scale, weight.scale), name
+    layout = weight_layout(module, options)
+    eight = sum(bits == 8 for name, bits in plan.bits.items() if name != "lm_head")
+    assert f"int8 symmetric, per output channel ({eight} layers)" in layout["linear"]
+    assert layout["rounding"] == "GPTQ (act-order) on HQQ scales"
+    assert options.cache_fields()["plan"] == plan.digest
+
+
+def test_a_cached_plan_loads_back_identical(tiny_llama: Model, windows: list[torch.Tensor],
+                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("SLMPACK_CACHE", str(tmp_path))
+    made = make_plan(tiny_llama.module, _settings(), windows, {"sha256": "x"}, True)
+    stored, hit = cached_plan("k" * 32, lambda: made)
+    assert not hit and stored.digest == "k" * 32
+    loaded, hit = cached_plan("k" * 32, lambda: pytest.fail("recomputed"))
+    assert hit and loaded.to_json() == made.to_json()
+    for name, weight in made.weights.items():
+        assert torch.equal(loaded.weights[name].q, weight.q) and loaded.weights[name].bits == weight.bits
+    (tmp_path / "weight-plans" / ("k" * 32) / "weights.safetensors").write_bytes(b"damaged")
+    _, hit = cached_plan("k" * 32, lambda: made)
+    assert not hit
+
+
+@pytest.mark.parametrize(("a8w4", "message"), [
+    ({"bits_per_weight": 5.5, "max_bytes": 10}, "set at most one budget"),
+    ({"mixed_precision": False, "bits_per_weight": 6}, "a budget applies only with mixed_precision = true"),
+    ({"method": "awq"}, "method"),
+    ({"bits_per_weight": 4}, "bits_per_weight"),
+])  # fmt: skip
+def test_recipe_refuses_contradictory_a8w4_settings(a8w4: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _settings(**a8w4)
+
+
+def test_linear_storage_counts_scales(tiny_llama: Model) -> None:
+    down = nn.Linear(128, 64, bias=False)
+    assert linear_storage_bits(down, 4) == 128 * 64 * 4 + 64 * 4 * 32
+    assert linear_storage_bits(down, 8) == 128 * 64 * 8 + 64 * 32
+    odd = nn.Linear(48, 16, bias=False)  # no multiple of 32: per row
+    assert linear_storage_bits(odd, 4) == 48 * 16 * 4 + 16 * 32
+
+
+def test_quantize_report_lists_sensitivities_and_the_size_quality_curve(write_recipe, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    recipe = write_recipe(extra="[compress.a8w4]\nbits_per_weight = 5.5\n")
+    out = tmp_path / "report" / "a8w4.html"
+    result = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "5.0,6.5", "--top", "3",
+                                      "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    labels = [p["label"] for p in data["points"]]
+    assert labels == ["recipe", "gptq, 5.0 bits/weight", "gptq, 6.5 bits/weight", "hqq, no mixed precision"]
+    by = {p["label"]: p for p in data["points"]}
+    assert by["recipe"]["bits_per_weight"] <= 5.5 and by["gptq, 6.5 bits/weight"]["bits_per_weight"] <= 6.5
+    assert by["gptq, 5.0 bits/weight"]["eight_bit_layers"] < by["gptq, 6.5 bits/weight"]["eight_bit_layers"]
+    assert (by["gptq, 5.0 bits/weight"]["estimated_weight_bytes"]
+            < by["gptq, 6.5 bits/weight"]["estimated_weight_bytes"])  # fmt: skip
+    assert all(p["perplexity"] > 1 and 0 <= p["top1_agreement"] <= 1 for p in data["points"])
+    layers = data["plan"]["layers"]
+    assert len(layers) == 15 and all(layer["sensitivity"] > -1e-6 for layer in layers), layers[-3:]
+    assert [layer["sensitivity"] for layer in layers] == sorted((x["sensitivity"] for x in layers), reverse=True)
+    assert layers[0]["name"] in result.output and "12 less sensitive Linears not shown" in result.output
+    page = out.read_text()
+    assert "<svg" in page and all(layer["name"] in page for layer in layers)
+
+    bad = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "4"])
+    assert bad.exit_code != 0 and "between 5.0 and 9.0" in bad.output
+    assert "Example: slmpack quantize-report" in CliRunner().invoke(app, ["quantize-report", "--help"]).output
