@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder.bench.bundle import memory_bandwidth_gb_s, roofline
+from builder.bench.bundle import _figure, memory_bandwidth_gb_s, roofline
 from builder.cli import app
 
 
@@ -20,6 +20,14 @@ def test_roofline_divides_bandwidth_by_the_bytes_each_token_reads() -> None:
                      "fraction_of_bound": 0.2}  # fmt: skip
     assert roofline(1, None, 1.0)["fraction_of_bound"] is None
     assert 0.1 < memory_bandwidth_gb_s(threads=2, megabytes=16, repeats=2) < 10_000
+
+
+def test_a_figure_that_reads_zero_prints_without_a_ratio() -> None:
+    # A tiny model's time to first token can round to 0 ms on a fast machine; CI once crashed on it.
+    assert _figure(0.0, 3.0, higher_is_better=False) == "0.0"
+    assert _figure(6.0, 3.0, higher_is_better=False) == "6.0 (0.50x)"
+    assert _figure(6.0, 3.0, higher_is_better=True) == "6.0 (2.00x)"
+    assert _figure(None, 3.0, higher_is_better=True) == "—"
 
 
 def test_bench_measures_each_prompt_length_and_writes_manifest_and_report(chat_bundle: Path, tmp_path: Path) -> None:

@@ -160,6 +160,7 @@ def _figure(value: float | None, reference: float | None, higher_is_better: bool
     if value is None:
         return "—"
     text = f"{value:,.1f}"
-    if reference:
+    # The runner's clock counts whole milliseconds, so a tiny model can read 0: no ratio then, not a crash.
+    if reference and value:
         text += f" ({value / reference if higher_is_better else reference / value:.2f}x)"
     return text
