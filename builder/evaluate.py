@@ -15,13 +15,11 @@ from rich.table import Table
 
 from builder.backends.base import LoweringOptions
 from builder.compress.quantization import embeddings_quantized, estimated_weight_bytes
-from builder.models import load_model
 from builder.models.base import Model
-from builder.pipeline import WeightPlans, compress_stage
+from builder.pipeline import WeightPlans, compress_stage, load_inputs
 from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe, Recipe
 from builder.validate import cost_figures, decoder_cost, encoder_cost, original_encoder
-from builder.validate.data import load_eval_text
 from builder.validate.decoder import OriginalDecoderRunner
 from builder.validate.gates import Validation
 from builder.validate.tasks import TaskData
@@ -86,10 +84,7 @@ def evaluate(loaded: LoadedRecipe, console: Console) -> EvalReport:
     decoder = recipe.model.task == "text-generation"
     with BuildProgress(console, 1) as progress:
         with progress.stage(f"Loading {recipe.model.source}"):
-            model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
-            text = load_eval_text(recipe.eval.text, loaded.base_dir)
-            tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
-                                  recipe.model.max_context)  # fmt: skip
+            model, text, tasks = load_inputs(loaded)
         compressed = compress_stage(model, text, tasks, loaded, progress)
         schemes = {(r.scheme, embeddings_quantized(r.scheme, r.quantize_embeddings)): r for r in loaded.targets
                    if r.target.backend == "executorch"}  # fmt: skip

@@ -53,15 +53,22 @@ class BuildSettings:
     bench_iterations: int = 3
 
 
+def load_inputs(loaded: LoadedRecipe) -> tuple[Model, str, TaskData]:
+    """The recipe's model, evaluation text and task data: what build, eval and quantize-report start from."""
+    recipe = loaded.recipe
+    model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
+    text = load_eval_text(recipe.eval.text, loaded.base_dir)
+    tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
+                          recipe.model.max_context)  # fmt: skip
+    return model, text, tasks
+
+
 def build(loaded: LoadedRecipe, settings: BuildSettings, console: Console) -> Path:
     recipe = loaded.recipe
     stages = 2 + len(loaded.targets) * (3 + int(settings.benchmark))
     with BuildProgress(console, stages) as progress:
         with progress.stage(f"Loading {recipe.model.source}"):
-            model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
-            text = load_eval_text(recipe.eval.text, loaded.base_dir)
-            tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
-                                  recipe.model.max_context)  # fmt: skip
+            model, text, tasks = load_inputs(loaded)
         refuse_unsupported([r.target for r in loaded.targets], model.module.config, recipe.model.task,
                            recipe.model.max_context)  # fmt: skip
         check_wrapper_tokenizer(model, {resolved.target.platform for resolved in loaded.targets})

@@ -20,14 +20,11 @@ from builder.backends.base import LoweringOptions
 from builder.compress.quantization import embeddings_quantized
 from builder.compress.weight_plan import WeightPlan, linear_storage_bits, linears_of
 from builder.evaluate import EvalRow, cell, measure_options
-from builder.models import load_model
-from builder.pipeline import WeightPlans, compress_stage
+from builder.pipeline import WeightPlans, compress_stage, load_inputs
 from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe
-from builder.validate.data import load_eval_text
-from builder.validate.tasks import TaskData
 
-DEFAULT_BUDGETS = (5.0, 5.25, 5.5, 6.0, 6.5)
+DEFAULT_BUDGETS = (4.5, 4.8, 5.08, 5.5, 6.0)
 
 
 @dataclass
@@ -81,10 +78,7 @@ def quantize_report(loaded: LoadedRecipe, budgets: list[float], console: Console
     variants = _variants(loaded, budgets)
     with BuildProgress(console, 1 + len(variants)) as progress:
         with progress.stage(f"Loading {recipe.model.source}"):
-            model = load_model(recipe.model.source, recipe.model.task, loaded.base_dir, recipe.model.max_context)
-            text = load_eval_text(recipe.eval.text, loaded.base_dir)
-            tasks = TaskData.load(recipe.eval.multiple_choice, recipe.eval.classification, loaded.base_dir,
-                                  recipe.model.max_context)  # fmt: skip
+            model, text, tasks = load_inputs(loaded)
         compressed = compress_stage(model, text, tasks, loaded, progress)
         embeddings = embeddings_quantized("a8w4", recipe.compress.quantize_embeddings)
         points: list[QuantizePoint] = []
