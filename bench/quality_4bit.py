@@ -54,7 +54,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "hqq": ("a8w4", 'output_layer_int8 = true\n[compress.a8w4]\nmethod = "hqq"\nmixed_precision = false'),
     "hqq-head4": ("a8w4", 'output_layer_int8 = false\n[compress.a8w4]\nmethod = "hqq"\nmixed_precision = false'),
     "gptq-head8": ("a8w4", "output_layer_int8 = true\n[compress.a8w4]\nmixed_precision = false"),
-    "gptq-5.25": ("a8w4", "[compress.a8w4]\nbits_per_weight = 5.25"),
+    "gptq-4.8": ("a8w4", "[compress.a8w4]\nbits_per_weight = 4.8"),
     "gptq-6.0": ("a8w4", "[compress.a8w4]\nbits_per_weight = 6.0"),
 }
 PEER = {"pte_mb": 105, "decode_tok_s": 240, "perplexity": 40.47}  # issue 9: optimum-executorch 8da4w g32

@@ -134,7 +134,7 @@ def evaluate(
 def quantize_report(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file (its [compress.a8w4] and calibration text).")],
     budgets: Annotated[str, typer.Option("--budgets", help="Bits per weight to compare, comma-separated.")] = (
-        "5.0,5.25,5.5,6.0,6.5"
+        "4.5,4.8,5.08,5.5,6.0"
     ),
     top: Annotated[int, typer.Option("--top", min=1, help="Most sensitive Linears to list on the terminal.")] = 20,
     out: Annotated[Path, typer.Option("--out", help="HTML report (with the JSON beside it).")] = Path(
@@ -144,7 +144,7 @@ def quantize_report(
     """Show the a8w4 weight plan: each Linear's sensitivity and chosen bits, then size against quality at the
     recipe's settings, at other bits-per-weight budgets and with HQQ scales alone, measured in eager PyTorch.
 
-    Example: slmpack quantize-report examples/smolchat.toml --budgets 5.0,5.5,6.0 --out a8w4.html
+    Example: slmpack quantize-report examples/smolchat.toml --budgets 4.5,5.08,6.0 --out a8w4.html
     """
     from builder.quantize_report import print_report, write_html, write_json
     from builder.quantize_report import quantize_report as run_report
@@ -153,9 +153,9 @@ def quantize_report(
     try:
         points = sorted({float(b) for b in budgets.split(",") if b.strip()})
     except ValueError:
-        raise UserInputError(f"--budgets {budgets!r}: expected numbers like 5.0,5.5,6.0") from None
-    if any(not 5.0 <= b <= 9.0 for b in points):
-        raise UserInputError(f"--budgets {budgets!r}: bits per weight must lie between 5.0 and 9.0")
+        raise UserInputError(f"--budgets {budgets!r}: expected numbers like 4.5,5.08,6.0") from None
+    if any(not 4.5 <= b <= 9.0 for b in points):
+        raise UserInputError(f"--budgets {budgets!r}: bits per weight must lie between 4.5 (all int4) and 9.0")
     report = run_report(load_recipe(recipe), points, console)
     print_report(report, console, top)
     write_html(report, out)

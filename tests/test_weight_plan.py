@@ -75,7 +75,8 @@ def test_sensitivity_from_recorded_block_inputs_equals_a_whole_run(tiny_llama: M
                    for ids, r in zip(windows, reference, strict=True)]  # fmt: skip
             linear.weight.copy_(original)
             assert scores[name] == pytest.approx(sum(kls) / len(kls), rel=1e-4, abs=1e-7), name
-    assert all(score > 0 for score in scores.values())
+    # KL is never below 0; float error leaves a layer that barely matters (random tiny weights) near ±1e-8.
+    assert all(score > -1e-6 for score in scores.values()) and max(scores.values()) > 1e-6, scores
 
 
 def test_mixed_precision_buys_the_most_sensitivity_per_byte_within_the_budget(tiny_llama: Model) -> None:
@@ -116,7 +117,7 @@ def test_plan_respects_each_budget_and_is_deterministic(tiny_llama: Model, windo
     assert set(first.weights) == set(linears)
     for name, weight in first.weights.items():
         assert torch.equal(weight.q, again.weights[name].q) and torch.equal(weight.scale, again.weights[name].scale)
-    assert 5.0 <= first.bits_per_weight <= 6.0
+    assert 4.5 <= first.bits_per_weight <= 6.0
     assert any(bits == 8 for bits in first.bits.values())
     assert first.estimated_weight_bytes == estimated_weight_bytes(module, "a8w4", True, bits=first.bits)
 
@@ -176,7 +177,7 @@ def test_recipe_refuses_contradictory_a8w4_settings(a8w4: dict, message: str) ->
 
 def test_linear_storage_counts_scales(tiny_llama: Model) -> None:
     down = nn.Linear(128, 64, bias=False)
-    assert linear_storage_bits(down, 4) == 128 * 64 * 4 + 64 * 4 * 32
+    assert linear_storage_bits(down, 4) == 128 * 64 * 4 + 64 * 4 * 16  # bf16 group scales
     assert linear_storage_bits(down, 8) == 128 * 64 * 8 + 64 * 32
     odd = nn.Linear(48, 16, bias=False)  # no multiple of 32: per row
     assert linear_storage_bits(odd, 4) == 48 * 16 * 4 + 16 * 32
@@ -189,18 +190,18 @@ def test_quantize_report_lists_sensitivities_and_the_size_quality_curve(write_re
 
     from builder.cli import app
 
-    recipe = write_recipe(extra="[compress.a8w4]\nbits_per_weight = 5.5\n")
+    recipe = write_recipe(extra="[compress.a8w4]\nbits_per_weight = 5.08\n")
     out = tmp_path / "report" / "a8w4.html"
-    result = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "5.0,6.5", "--top", "3",
+    result = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "4.5,6.5", "--top", "3",
                                       "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())
     labels = [p["label"] for p in data["points"]]
-    assert labels == ["recipe", "gptq, 5.0 bits/weight", "gptq, 6.5 bits/weight", "hqq, no mixed precision"]
+    assert labels == ["recipe", "gptq, 4.5 bits/weight", "gptq, 6.5 bits/weight", "hqq, no mixed precision"]
     by = {p["label"]: p for p in data["points"]}
-    assert by["recipe"]["bits_per_weight"] <= 5.5 and by["gptq, 6.5 bits/weight"]["bits_per_weight"] <= 6.5
-    assert by["gptq, 5.0 bits/weight"]["eight_bit_layers"] < by["gptq, 6.5 bits/weight"]["eight_bit_layers"]
-    assert (by["gptq, 5.0 bits/weight"]["estimated_weight_bytes"]
+    assert by["recipe"]["bits_per_weight"] <= 5.08 and by["gptq, 6.5 bits/weight"]["bits_per_weight"] <= 6.5
+    assert by["gptq, 4.5 bits/weight"]["eight_bit_layers"] < by["gptq, 6.5 bits/weight"]["eight_bit_layers"]
+    assert (by["gptq, 4.5 bits/weight"]["estimated_weight_bytes"]
             < by["gptq, 6.5 bits/weight"]["estimated_weight_bytes"])  # fmt: skip
     assert all(p["perplexity"] > 1 and 0 <= p["top1_agreement"] <= 1 for p in data["points"])
     layers = data["plan"]["layers"]
@@ -211,5 +212,5 @@ def test_quantize_report_lists_sensitivities_and_the_size_quality_curve(write_re
     assert "<svg" in page and all(layer["name"] in page for layer in layers)
 
     bad = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "4"])
-    assert bad.exit_code != 0 and "between 5.0 and 9.0" in bad.output
+    assert bad.exit_code != 0 and "between 4.5 (all int4) and 9.0" in bad.output
     assert "Example: slmpack quantize-report" in CliRunner().invoke(app, ["quantize-report", "--help"]).output

@@ -1,7 +1,8 @@
 """GPTQ (Frantar et al., 2022) for symmetric int4 groups: round each weight column to the grid while spreading
 its error over the columns not yet rounded, weighted by the layer's input Hessian from calibration text.
 
-The grid is the one XNNPACK's int4 kernels read: one fp32 scale per group of 32 inputs, no zero point. Scales
+The grid is the one XNNPACK's int4 kernels read: one scale per group of 32 inputs, no zero point. XNNPACK
+stores group scales as bf16, so they are rounded to bf16 before any weight is rounded against them. Scales
 are torchao's HQQ scales of the original weights, fixed before rounding ("static groups"), so columns can be
 visited in order of importance (act-order) and the result drops into torchao's tensor unchanged. Blocks are
 quantized in turn, each calibrated on the outputs of the blocks already quantized before it."""
@@ -36,10 +37,13 @@ class IntWeight:
 
 
 def hqq_scales(weight: torch.Tensor, group_size: int, bits: int) -> torch.Tensor:
-    """torchao's HQQ scale search (scale only, symmetric), the scales a8w4 uses without calibration."""
+    """torchao's HQQ scale search (scale only, symmetric), the scales a8w4 uses without calibration. Scales of
+    groups within a row are rounded to bf16, as XNNPACK stores them; a scale per row stays fp32."""
     from torchao.quantization.quant_primitives import _choose_qparams_and_quantize_scale_only_hqq
 
     _, scale = _choose_qparams_and_quantize_scale_only_hqq(weight.detach().float(), [1, group_size], *grid(bits))
+    if group_size < weight.shape[1]:
+        scale = scale.to(torch.bfloat16)
     return scale.float()
 
 

@@ -51,14 +51,19 @@ def eight_bit_output_layer(module: nn.Module, scheme: str) -> nn.Module | None:
 GROUP_SIZE = 32  # XNNPACK's int4 kernels read weights in groups of 32 inputs
 
 
+GROUP_SCALE_BITS = 16  # XNNPACK packs int4 group scales as bf16 (Core ML's block scales are fp16)
+
+
 def linear_storage_bits(linear: nn.Linear, bits: int) -> int:
-    """Bits a Linear's weight takes at `bits`, its fp32 scales included: 4-bit in groups of 32 inputs (per row
-    when the width is no multiple of 32), 8-bit per row; 16 and over is an unquantized float."""
+    """Bits a Linear's weight takes at `bits`, its scales included: 4-bit in groups of 32 inputs with a 16-bit
+    scale each (per row, fp32 scale, when the width is no multiple of 32), 8-bit per row with an fp32 scale;
+    16 and over is an unquantized float."""
     out_features, in_features = linear.weight.shape
     if bits >= 16:
         return linear.weight.numel() * bits
-    groups = in_features // GROUP_SIZE if bits == 4 and in_features % GROUP_SIZE == 0 else 1
-    return linear.weight.numel() * bits + out_features * groups * 32
+    if bits == 4 and in_features % GROUP_SIZE == 0:
+        return linear.weight.numel() * bits + out_features * (in_features // GROUP_SIZE) * GROUP_SCALE_BITS
+    return linear.weight.numel() * bits + out_features * 32
 
 
 def estimated_weight_bytes(module: nn.Module, scheme: str, quantize_embeddings: bool,
