@@ -231,3 +231,31 @@ def test_a8w4_keeps_the_output_layer_at_8_bits(scheme: str, output_layer_int8: b
                      for m in linears)  # fmt: skip
         assert (estimated_weight_bytes(tiny_llama.module, "a8w8", True)
                 - estimated_weight_bytes(tiny_llama.module, "a8w4", True, output_layer_int8)) == saving  # fmt: skip
+
+
+class _FixedLogits:
+    """A runner that answers every call with the next of its logits rows."""
+
+    def __init__(self, rows: list[list[float]]) -> None:
+        self.rows = [torch.tensor([r]) for r in rows]
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def logits(self, input_ids: torch.Tensor, start_pos: int) -> torch.Tensor:
+        self.calls += 1
+        return self.rows[self.calls - 1]
+
+
+def test_lowering_top1_leaves_out_near_ties_but_counts_decisive_flips() -> None:
+    from builder.validate.decoder import measure_lowering
+    from builder.validate.gates import Validation
+
+    reference = [[2.0, 1.9, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 1.0]]  # leads 0.1, 3.0, 3.0 logits
+    near_tie_flip = [[1.9, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 4.0, 1.0]]
+    v = Validation(runtime="test")
+    measure_lowering(_FixedLogits(near_tie_flip), _FixedLogits(reference), torch.tensor([[1]]), 2, v)
+    assert (v.lowering_top1_agreement, v.lowering_near_ties, v.positions_compared) == (1.0, 1, 3)
+    decisive_flip = [[2.0, 1.9, 0.0], [0.0, 3.5, 0.0], [0.0, 4.0, 1.0]]
+    measure_lowering(_FixedLogits(decisive_flip), _FixedLogits(reference), torch.tensor([[1]]), 2, v)
+    assert v.lowering_top1_agreement == 0.5 and v.lowering_near_ties == 1

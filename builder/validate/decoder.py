@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from builder.backends.base import DecoderRunner
 from builder.validate.data import Window
-from builder.validate.gates import Validation
+from builder.validate.gates import NEAR_TIE_MARGIN, Validation
 
 
 class OriginalDecoderRunner:
@@ -56,7 +56,13 @@ def measure_lowering(
     max_abs = (refs - arts).abs().max().item()
     v.lowering_max_abs_diff = max_abs
     v.lowering_relative_diff = max_abs / max(refs.abs().max().item(), 1e-12)
-    v.lowering_top1_agreement = (refs.argmax(-1) == arts.argmax(-1)).float().mean().item()
+    top2 = refs.float().topk(2, dim=-1).values
+    decisive = (top2[:, 0] - top2[:, 1]) >= NEAR_TIE_MARGIN
+    if not decisive.any():  # every position a near-tie: then all of them count
+        decisive = torch.ones_like(decisive)
+    agree = refs.argmax(-1) == arts.argmax(-1)
+    v.lowering_top1_agreement = agree[decisive].float().mean().item()
+    v.lowering_near_ties = int((~decisive).sum())
     v.lowering_kl_divergence = _mean_kl(refs, arts)
     v.positions_compared = refs.shape[0]
 
