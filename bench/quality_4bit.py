@@ -7,10 +7,17 @@ and peak RSS (the whole build: loading, weight plan, export, validation), perple
 against the fp32 model. The source weights are a Q4_1 GGUF dequantized to fp32, so fp32 here is that
 dequantization, not the original bf16 model.
 
-`--peer PTE` benchmarks another .pte (e.g. optimum-executorch's 8da4w export) in the same run, so the decode
-ratio compares like with like; its issue-9 figures (105 MB, 240 tok/s, perplexity 40.47) are printed beside.
+`--peer PTE` benchmarks another .pte (e.g. optimum-executorch's 8da4w export) in the same run: each variant's
+.pte and the peer's are measured in turn, `--rounds` times, and the decode ratio is of the medians, so both
+see the same machine; the peer's issue-9 figures (105 MB, 240 tok/s, perplexity 40.47) are printed beside.
+The peer's perplexity, top-1 and KL are measured on the same Hamlet windows, through the same ExecuTorch
+runner, so its row compares with ours. `--prose FILE` scores every .pte (the peer's too) on the first 4 x 256
+tokens of another text as well: the held-out prose besides Shakespeare (none ships offline; e.g. write the
+Python documentation's topics with `python -c "import pydoc_data.topics as t; print(*t.topics.values())"`).
+`--reuse` keeps bundles an earlier run built (no build figures then), to re-measure without rebuilding.
 
 Run on demand: .venv/bin/python bench/quality_4bit.py [--out bench-out] [--only default,hqq] [--peer x.pte]
+    [--rounds 3] [--prose FILE] [--reuse]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -64,41 +72,73 @@ def _slmpack(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "builder.cli", *args], check=True)
 
 
-def run_variant(name: str, out: Path) -> dict:
+def run_variant(name: str, out: Path, reuse: bool) -> dict:
     scheme, compress = VARIANTS[name]
     recipe = out / f"{name}.toml"
     recipe.write_text(RECIPE.format(name=name, scheme=scheme, compress=compress))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    _slmpack("build", str(recipe), "--out", str(out / "dist"), "--no-bench")
-    wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     bundle = out / "dist" / f"q4-{name}-0.1.0"
-    _slmpack("bench", str(bundle), "--prompt-tokens", "64", "--iterations", "5")
+    wall = peak = before = None
+    if not (reuse and (bundle / "manifest.json").exists()):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        _slmpack("build", str(recipe), "--out", str(out / "dist"), "--no-bench")
+        wall = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        _slmpack("bench", str(bundle), "--prompt-tokens", "64", "--iterations", "5")
     artifact = json.loads((bundle / "manifest.json").read_text())["artifacts"][0]
     v, b = artifact["validation"], artifact["benchmark"]
     plan = artifact.get("weight_plan") or {}
     return {
-        "variant": name, "pte_bytes": artifact["bytes"], "decode_tok_s": b["decode_tok_s"],
-        "build_s": round(wall, 1),
+        "variant": name, "pte": str(bundle / artifact["path"]), "pte_bytes": artifact["bytes"],
+        "decode_tok_s": b["decode_tok_s"], "build_s": round(wall, 1) if wall is not None else None,
         # ru_maxrss of children is the largest so far, so it is this build's only when it grew.
-        "build_peak_rss_mb": round(peak / 1024) if peak > before else None,
+        "build_peak_rss_mb": round(peak / 1024) if peak and before is not None and peak > before else None,
         "perplexity": v["perplexity"], "perplexity_fp32": v["perplexity_reference"],
         "top1_agreement": v["top1_agreement"], "kl_divergence": v["kl_divergence"],
         "bits_per_weight": plan.get("bits_per_weight"), "eight_bit_layers": len(plan.get("eight_bit", [])),
     }  # fmt: skip
 
 
-def bench_peer(pte: Path) -> dict:
-    from builder.bench.host import BenchRequest, benchmark_pte
+def head_to_head(rows: list[dict], peer: Path, rounds: int) -> dict:
+    """Decode tok/s of each variant's .pte and the peer's, measured in turn `rounds` times (each a median of 5,
+    64-token prompt, 128 new tokens, TextLLMRunner); each row gets the median of its rounds."""
+    from builder.bench.host import benchmark_pte
     from builder.models import load_model
     from builder.pipeline import bench_request
     from builder.validate.data import load_eval_text
 
     model = load_model("builtin:smollm2-135m-instruct", "text-generation", Path.cwd(), 1024)
-    request: BenchRequest = bench_request(model, load_eval_text("builtin:shakespeare", Path.cwd()), 5)
-    result = benchmark_pte(pte, request)
-    return {"variant": f"peer {pte.name}", "pte_bytes": pte.stat().st_size, "decode_tok_s": result.decode_tok_s}
+    request = bench_request(model, load_eval_text("builtin:shakespeare", Path.cwd()), 5)
+    peer_row = {"variant": f"peer {peer.name}", "pte": str(peer), "pte_bytes": peer.stat().st_size}
+    measured = [r for r in rows if r.get("pte")] + [peer_row]
+    samples: dict[str, list[float]] = {r["variant"]: [] for r in measured}
+    for _ in range(rounds):
+        for r in measured:
+            samples[r["variant"]].append(benchmark_pte(Path(r["pte"]), request).decode_tok_s or 0.0)
+    for r in measured:
+        r["decode_tok_s_head_to_head"] = statistics.median(samples[r["variant"]])
+        r["decode_tok_s_rounds"] = samples[r["variant"]]
+    peer_row["decode_tok_s"] = peer_row["decode_tok_s_head_to_head"]
+    return peer_row
+
+
+def score(rows: list[dict], key: str, text: str) -> None:
+    """Perplexity, top-1 agreement and KL against fp32 eager on the first 4 x 256 tokens of `text`, for every
+    row's .pte, run by the runner the build validates with (a fresh sequence per window)."""
+    from builder.backends.executorch_runners import PteDecoderRunner
+    from builder.models import load_model
+    from builder.validate.data import token_windows
+    from builder.validate.decoder import OriginalDecoderRunner, measure_compression
+    from builder.validate.gates import Validation
+
+    model = load_model("builtin:smollm2-135m-instruct", "text-generation", Path.cwd(), 1024)
+    windows = token_windows(model.tokenizer, text, 4, 256)
+    for r in rows:
+        if r.get("pte"):
+            v = Validation(runtime="executorch")
+            measure_compression(PteDecoderRunner(Path(r["pte"])), OriginalDecoderRunner(model.module), windows, v)
+            r[key] = {"perplexity": v.perplexity, "perplexity_fp32": v.perplexity_reference,
+                      "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence}  # fmt: skip
 
 
 def main() -> None:
@@ -106,14 +146,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-out/quality_4bit"))
     parser.add_argument("--only", default=",".join(VARIANTS), help="Variants, comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--peer", type=Path, help="Another .pte to benchmark in the same run (e.g. optimum's 8da4w)")
+    parser.add_argument("--rounds", type=int, default=3, help="With --peer: turns each .pte is measured in")
+    parser.add_argument("--prose", type=Path, help="Another text to score every .pte on (first 4 x 256 tokens)")
+    parser.add_argument("--reuse", action="store_true", help="Keep bundles an earlier run built in --out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [run_variant(name.strip(), args.out) for name in args.only.split(",") if name.strip()]
-    if args.peer:
-        rows.append(bench_peer(args.peer))
+    rows = [run_variant(name.strip(), args.out, args.reuse) for name in args.only.split(",") if name.strip()]
+    peer = head_to_head(rows, args.peer, args.rounds) if args.peer else None
+    if peer:
+        rows.append(peer)
+        from builder.validate.data import load_eval_text
+
+        score([peer], "hamlet", load_eval_text("builtin:shakespeare", Path.cwd()))
+        peer.update(peer.pop("hamlet"))
+    if args.prose:
+        score(rows, "prose", args.prose.read_text(encoding="utf-8"))
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     fp32 = next((r for r in rows if r["variant"] == "fp32"), None)
-    peer = next((r for r in rows if r["variant"].startswith("peer")), None)
     print("Source weights: GGUF Q4_1 dequantized to fp32. Perplexity: Hamlet, 4 x 256 tokens.")
     print(f"Peer (issue 9, optimum-executorch 8da4w): {PEER}")
     print(
@@ -123,15 +172,27 @@ def main() -> None:
     print("|---" * 12 + "|")
     for r in rows:
         mb = r["pte_bytes"] / 1e6
+        # With a peer measured in turn, both figures come from the head-to-head rounds.
+        decode = r.get("decode_tok_s_head_to_head", r["decode_tok_s"])
         peer_decode = peer["decode_tok_s"] if peer else PEER["decode_tok_s"]
         ppl, base = r.get("perplexity"), (fp32 or r).get("perplexity_fp32")
         change = ppl / base - 1 if ppl and base else None
-        cells = [r["variant"], _fmt(mb, ".1f"), _fmt(mb / PEER["pte_mb"], ".2f"), _fmt(r["decode_tok_s"], ".1f"),
-                 _fmt(r["decode_tok_s"] / peer_decode, ".2f"), _fmt(r.get("build_s"), ".0f"),
+        cells = [r["variant"], _fmt(mb, ".1f"), _fmt(mb / PEER["pte_mb"], ".2f"), _fmt(decode, ".1f"),
+                 _fmt(decode / peer_decode if decode else None, ".2f"), _fmt(r.get("build_s"), ".0f"),
                  _fmt(r.get("build_peak_rss_mb"), ".0f"), _fmt(r.get("bits_per_weight"), ".2f"), _fmt(ppl, ".2f"),
                  _fmt(change, "+.1%"), _fmt(r.get("top1_agreement"), ".1%"),
                  _fmt(r.get("kl_divergence"), ".3f")]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
+    if args.prose:
+        print(f"\nHeld-out prose: {args.prose}, first 4 x 256 tokens, each .pte against fp32 eager.")
+        print("| variant | perplexity | fp32 | vs fp32 | top-1 vs fp32 | KL |\n" + "|---" * 6 + "|")
+        for r in rows:
+            if "prose" in r:
+                p = r["prose"]
+                cells = [r["variant"], _fmt(p["perplexity"], ".2f"), _fmt(p["perplexity_fp32"], ".2f"),
+                         _fmt(p["perplexity"] / p["perplexity_fp32"] - 1, "+.1%"), _fmt(p["top1_agreement"], ".1%"),
+                         _fmt(p["kl_divergence"], ".3f")]  # fmt: skip
+                print("| " + " | ".join(cells) + " |")
 
 
 def _fmt(value: float | None, spec: str) -> str:
