@@ -169,8 +169,9 @@ class A8W4Section(_Section):
         return {"bits_per_weight": self.bits_per_weight or DEFAULT_BITS_PER_WEIGHT}
 
 
-# 16% of Linear weights at 8 bits: SmolLM2-135M's .pte then stays within 1.1x the bytes of the all-4-bit export
-# (114.6 MB; optimum-executorch's 8da4w: 105 MB) at +6% perplexity instead of +13% (bench/quality_4bit.py).
+# 16% of Linear weights at 8 bits: SmolLM2-135M's .pte stays within 1.1x the bytes of the all-4-bit export
+# (114.5 MB; optimum-executorch's 8da4w: 104.8 MB) at +9.6% perplexity on Hamlet where that export costs +53%
+# and GPTQ with every Linear at 4 bits +13% (bench/quality_4bit.py).
 DEFAULT_BITS_PER_WEIGHT = 5.08
 
 

@@ -49,8 +49,6 @@ def eight_bit_output_layer(module: nn.Module, scheme: str) -> nn.Module | None:
 
 
 GROUP_SIZE = 32  # XNNPACK's int4 kernels read weights in groups of 32 inputs
-
-
 GROUP_SCALE_BITS = 16  # XNNPACK packs int4 group scales as bf16 (Core ML's block scales are fp16)
 
 
