@@ -30,6 +30,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.models.base import Model
 
 RECIPE = """\
 [package]
@@ -99,18 +103,15 @@ def run_variant(name: str, out: Path, reuse: bool) -> dict:
     }  # fmt: skip
 
 
-def head_to_head(rows: list[dict], peer: Path, rounds: int) -> dict:
+def head_to_head(model: Model, hamlet: str, rows: list[dict], peer: Path, rounds: int) -> dict:
     """Decode tok/s of each variant's .pte and the peer's, measured in turn `rounds` times (each a median of 5,
     64-token prompt, 128 new tokens, TextLLMRunner); each row gets the median of its rounds."""
     from builder.bench.host import benchmark_pte
-    from builder.models import load_model
     from builder.pipeline import bench_request
-    from builder.validate.data import load_eval_text
 
-    model = load_model("builtin:smollm2-135m-instruct", "text-generation", Path.cwd(), 1024)
-    request = bench_request(model, load_eval_text("builtin:shakespeare", Path.cwd()), 5)
+    request = bench_request(model, hamlet, 5)
     peer_row = {"variant": f"peer {peer.name}", "pte": str(peer), "pte_bytes": peer.stat().st_size}
-    measured = [r for r in rows if r.get("pte")] + [peer_row]
+    measured = [*rows, peer_row]
     samples: dict[str, list[float]] = {r["variant"]: [] for r in measured}
     for _ in range(rounds):
         for r in measured:
@@ -122,23 +123,19 @@ def head_to_head(rows: list[dict], peer: Path, rounds: int) -> dict:
     return peer_row
 
 
-def score(rows: list[dict], key: str, text: str) -> None:
-    """Perplexity, top-1 agreement and KL against fp32 eager on the first 4 x 256 tokens of `text`, for every
-    row's .pte, run by the runner the build validates with (a fresh sequence per window)."""
+def score(model: Model, pte: Path, text: str) -> dict:
+    """Perplexity, top-1 agreement and KL against fp32 eager on the first 4 x 256 tokens of `text`, for `pte`
+    run by the runner the build validates with (a fresh sequence per window)."""
     from builder.backends.executorch_runners import PteDecoderRunner
-    from builder.models import load_model
     from builder.validate.data import token_windows
     from builder.validate.decoder import OriginalDecoderRunner, measure_compression
     from builder.validate.gates import Validation
 
-    model = load_model("builtin:smollm2-135m-instruct", "text-generation", Path.cwd(), 1024)
+    v = Validation(runtime="executorch")
     windows = token_windows(model.tokenizer, text, 4, 256)
-    for r in rows:
-        if r.get("pte"):
-            v = Validation(runtime="executorch")
-            measure_compression(PteDecoderRunner(Path(r["pte"])), OriginalDecoderRunner(model.module), windows, v)
-            r[key] = {"perplexity": v.perplexity, "perplexity_fp32": v.perplexity_reference,
-                      "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence}  # fmt: skip
+    measure_compression(PteDecoderRunner(pte), OriginalDecoderRunner(model.module), windows, v)
+    return {"perplexity": v.perplexity, "perplexity_fp32": v.perplexity_reference,
+            "top1_agreement": v.top1_agreement, "kl_divergence": v.kl_divergence}  # fmt: skip
 
 
 def main() -> None:
@@ -152,15 +149,21 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [run_variant(name.strip(), args.out, args.reuse) for name in args.only.split(",") if name.strip()]
-    peer = head_to_head(rows, args.peer, args.rounds) if args.peer else None
-    if peer:
-        rows.append(peer)
+    peer = None
+    if args.peer or args.prose:
+        from builder.models import load_model
         from builder.validate.data import load_eval_text
 
-        score([peer], "hamlet", load_eval_text("builtin:shakespeare", Path.cwd()))
-        peer.update(peer.pop("hamlet"))
+        model = load_model("builtin:smollm2-135m-instruct", "text-generation", Path.cwd(), 1024)
+        hamlet = load_eval_text("builtin:shakespeare", Path.cwd())
+    if args.peer:
+        peer = head_to_head(model, hamlet, rows, args.peer, args.rounds)
+        peer.update(score(model, args.peer, hamlet))  # the variants' Hamlet figures are their build's
+        rows.append(peer)
     if args.prose:
-        score(rows, "prose", args.prose.read_text(encoding="utf-8"))
+        prose = args.prose.read_text(encoding="utf-8")
+        for r in rows:
+            r["prose"] = score(model, Path(r["pte"]), prose)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     fp32 = next((r for r in rows if r["variant"] == "fp32"), None)
     print("Source weights: GGUF Q4_1 dequantized to fp32. Perplexity: Hamlet, 4 x 256 tokens.")

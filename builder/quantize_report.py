@@ -24,8 +24,6 @@ from builder.pipeline import WeightPlans, compress_stage, load_inputs
 from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe
 
-DEFAULT_BUDGETS = (4.5, 4.8, 5.08, 5.5, 6.0)
-
 
 @dataclass
 class QuantizePoint:
