@@ -50,7 +50,9 @@ def test_bench_measures_each_prompt_length_and_writes_manifest_and_report(chat_b
         model = data["model"]
         table = model["vocab_size"] * model["hidden_size"] * (1 if entry["quantize_embeddings"] else 4)
         assert bound["weight_bytes_per_token"] == entry["bytes"] - table
-        assert bound["fraction_of_bound"] == pytest.approx(first["decode_tok_s"] / bound["decode_tok_s_bound"], 0.01)
+        # The fraction is kept to 3 decimals: at a tiny model's small fraction that is more than 1% of it.
+        expected = first["decode_tok_s"] / bound["decode_tok_s_bound"]
+        assert bound["fraction_of_bound"] == pytest.approx(expected, rel=0.01, abs=5e-4)
         assert entry["memory_estimate"]["host_peak_rss_mb"] == round(first["peak_rss_mb"], 1)
     assert "x)" in result.output  # ratios to the baseline where it measured the same prompt length
     report = (bundle / "report.html").read_text()
