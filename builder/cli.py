@@ -148,14 +148,15 @@ def quantize_report(
     """
     from builder.quantize_report import print_report, write_html, write_json
     from builder.quantize_report import quantize_report as run_report
-    from builder.recipe import load_recipe
+    from builder.recipe import MAX_BITS_PER_WEIGHT, MIN_BITS_PER_WEIGHT, load_recipe
 
     try:
         points = sorted({float(b) for b in budgets.split(",") if b.strip()})
     except ValueError:
         raise UserInputError(f"--budgets {budgets!r}: expected numbers like 4.5,5.08,6.0") from None
-    if any(not 4.5 <= b <= 9.0 for b in points):
-        raise UserInputError(f"--budgets {budgets!r}: bits per weight must lie between 4.5 (all int4) and 9.0")
+    if any(not MIN_BITS_PER_WEIGHT <= b <= MAX_BITS_PER_WEIGHT for b in points):
+        raise UserInputError(f"--budgets {budgets!r}: bits per weight must lie between {MIN_BITS_PER_WEIGHT} "
+                             f"(all int4) and {MAX_BITS_PER_WEIGHT}")  # fmt: skip
     report = run_report(load_recipe(recipe), points, console)
     print_report(report, console, top)
     write_html(report, out)

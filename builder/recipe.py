@@ -139,6 +139,11 @@ class CalibrationSection(_Section):
     window_tokens: int = Field(default=128, ge=8, le=8192)
 
 
+# The range of compress.a8w4.bits_per_weight (and of quantize-report's --budgets): every Linear at 4 bits
+# (int4 groups of 32 with a bf16 scale each) up to every one at 8 bits, with room above it.
+MIN_BITS_PER_WEIGHT, MAX_BITS_PER_WEIGHT = 4.5, 9.0
+
+
 class A8W4Section(_Section):
     """How a8w4 rounds its 4-bit weights and which Linears keep 8 bits, on ExecuTorch targets
     (builder/compress/weight_plan.py). Both read the compress.calibration text."""
@@ -150,7 +155,7 @@ class A8W4Section(_Section):
     # Linear weights, scales included (all-4-bit groups of 32 = 4.5, all-8-bit ≈ 8.05); max_bytes caps the
     # estimated weight bytes of the whole model, embedding table included.
     mixed_precision: bool = True
-    bits_per_weight: float | None = Field(default=None, ge=4.5, le=9.0)
+    bits_per_weight: float | None = Field(default=None, ge=MIN_BITS_PER_WEIGHT, le=MAX_BITS_PER_WEIGHT)
     max_bytes: int | None = Field(default=None, gt=0)
     sensitivity_windows: int = Field(default=2, ge=1, le=64)  # calibration windows the KL is measured on
 
