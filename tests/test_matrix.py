@@ -233,6 +233,10 @@ def _two_by_two(root: Path) -> Path:
     """, recipe=recipe_text())  # fmt: skip
 
 
+# Four full builds in Ray workers, each importing torch anew: the slowest test by far (over 5 minutes on
+# two cores). The default run keeps Ray covered by the crashed-worker test below and matrix builds by the
+# local executor's tests.
+@pytest.mark.slow
 def test_a_2x2_matrix_runs_under_local_ray(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'slmpack[ray]')")
     out = tmp_path / "out"
