@@ -11,13 +11,14 @@ dequantization, not the original bf16 model.
 .pte and the peer's are measured in turn, `--rounds` times, and the decode ratio is of the medians, so both
 see the same machine; the peer's issue-9 figures (105 MB, 240 tok/s, perplexity 40.47) are printed beside.
 The peer's perplexity, top-1 and KL are measured on the same Hamlet windows, through the same ExecuTorch
-runner, so its row compares with ours. `--prose FILE` scores every .pte (the peer's too) on the first 4 x 256
-tokens of another text as well: the held-out prose besides Shakespeare (none ships offline; e.g. write the
-Python documentation's topics with `python -c "import pydoc_data.topics as t; print(*t.topics.values())"`).
+runner, so its row compares with ours. `--prose FILE` (repeatable) scores every .pte (the peer's too) on the
+first 4 x 256 tokens of another text as well: held-out prose besides Shakespeare (none ships offline; e.g. the
+Python documentation's topics, `python -c "import pydoc_data.topics as t; print(*t.topics.values())"`, and a
+licence such as /usr/share/common-licenses/GPL-3 on Debian).
 `--reuse` keeps bundles an earlier run built (no build figures then), to re-measure without rebuilding.
 
 Run on demand: .venv/bin/python bench/quality_4bit.py [--out bench-out] [--only default,hqq] [--peer x.pte]
-    [--rounds 3] [--prose FILE] [--reuse]
+    [--rounds 3] [--prose FILE ...] [--reuse]
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(VARIANTS), help="Variants, comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--peer", type=Path, help="Another .pte to benchmark in the same run (e.g. optimum's 8da4w)")
     parser.add_argument("--rounds", type=int, default=3, help="With --peer: turns each .pte is measured in")
-    parser.add_argument("--prose", type=Path, help="Another text to score every .pte on (first 4 x 256 tokens)")
+    parser.add_argument("--prose", type=Path, action="append", default=[],
+                        help="Another text to score every .pte on (first 4 x 256 tokens); repeatable")  # fmt: skip
     parser.add_argument("--reuse", action="store_true", help="Keep bundles an earlier run built in --out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -160,10 +162,10 @@ def main() -> None:
         peer = head_to_head(model, hamlet, rows, args.peer, args.rounds)
         peer.update(score(model, args.peer, hamlet))  # the variants' Hamlet figures are their build's
         rows.append(peer)
-    if args.prose:
-        prose = args.prose.read_text(encoding="utf-8")
+    for path in args.prose:
+        prose = path.read_text(encoding="utf-8")
         for r in rows:
-            r["prose"] = score(model, Path(r["pte"]), prose)
+            r.setdefault("prose", {})[str(path)] = score(model, Path(r["pte"]), prose)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     fp32 = next((r for r in rows if r["variant"] == "fp32"), None)
     print("Source weights: GGUF Q4_1 dequantized to fp32. Perplexity: Hamlet, 4 x 256 tokens.")
@@ -186,16 +188,15 @@ def main() -> None:
                  _fmt(change, "+.1%"), _fmt(r.get("top1_agreement"), ".1%"),
                  _fmt(r.get("kl_divergence"), ".3f")]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
-    if args.prose:
-        print(f"\nHeld-out prose: {args.prose}, first 4 x 256 tokens, each .pte against fp32 eager.")
+    for path in args.prose:
+        print(f"\nHeld-out prose: {path}, first 4 x 256 tokens, each .pte against fp32 eager.")
         print("| variant | perplexity | fp32 | vs fp32 | top-1 vs fp32 | KL |\n" + "|---" * 6 + "|")
         for r in rows:
-            if "prose" in r:
-                p = r["prose"]
-                cells = [r["variant"], _fmt(p["perplexity"], ".2f"), _fmt(p["perplexity_fp32"], ".2f"),
-                         _fmt(p["perplexity"] / p["perplexity_fp32"] - 1, "+.1%"), _fmt(p["top1_agreement"], ".1%"),
-                         _fmt(p["kl_divergence"], ".3f")]  # fmt: skip
-                print("| " + " | ".join(cells) + " |")
+            p = r["prose"][str(path)]
+            cells = [r["variant"], _fmt(p["perplexity"], ".2f"), _fmt(p["perplexity_fp32"], ".2f"),
+                     _fmt(p["perplexity"] / p["perplexity_fp32"] - 1, "+.1%"), _fmt(p["top1_agreement"], ".1%"),
+                     _fmt(p["kl_divergence"], ".3f")]  # fmt: skip
+            print("| " + " | ".join(cells) + " |")
 
 
 def _fmt(value: float | None, spec: str) -> str:

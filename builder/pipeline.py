@@ -18,7 +18,8 @@ from builder.bundle import BuiltArtifact, manifest, write_bundle
 from builder.cache import artifact_key, cached_artifact
 from builder.chat_template import ChatFormat, reduce_chat_template
 from builder.checksums import size_of
-from builder.compress.pipeline import Compressed, calibration_set, compress, wanted
+from builder.compress.generated import SAMPLING, generated_windows, interleaved
+from builder.compress.pipeline import Compressed, calibration_set, compress, ids_digest, wanted
 from builder.compress.quantization import embeddings_quantized
 from builder.compress.weight_plan import (
     WeightPlan,
@@ -132,6 +133,11 @@ class WeightPlans:
         settings = recipe.compress
         windows, record = calibration_set(self.model, settings.calibration, self.text, recipe.eval,
                                           self.loaded.base_dir)  # fmt: skip
+        a8w4, spec = settings.a8w4, self.model.spec
+        calibrated = a8w4.method == "gptq" or a8w4.mixed_precision
+        generated = a8w4.generated_windows if calibrated and spec.task == "text-generation" else 0
+        if generated:
+            record["generated"] = {"windows": generated, "window_tokens": record["window_tokens"], **SAMPLING}
         key = plan_key(self.model.weights_digest, settings, record, quantize_embeddings)
         method = "GPTQ" if settings.a8w4.method == "gptq" else "HQQ"
         what = f"Planning a8w4 ({method}" + (", sensitivity-driven mixed precision)" if
@@ -141,9 +147,18 @@ class WeightPlans:
         scores = cached_scores(scores_key)
 
         def compute() -> WeightPlan:
+            plan_windows, calibration = windows, record
+            if generated:
+                self.progress.add_stages(1)
+                with self.progress.stage(f"Sampling {generated} calibration windows from the model"):
+                    start = spec.bos_id if spec.bos_id is not None else spec.eos_ids[0]
+                    own = generated_windows(self.model.module, start, generated, record["window_tokens"])
+                plan_windows = interleaved(windows, own)
+                calibration = {**record, "generated": {**record["generated"], "sha256": ids_digest(own)}}
             steps = plan_steps(self.model.module, settings, scores is not None)
             with self.progress.count(what, steps) as advance:
-                made = make_plan(self.model.module, settings, windows, record, quantize_embeddings, advance, scores)
+                made = make_plan(self.model.module, settings, plan_windows, calibration, quantize_embeddings, advance,
+                                 scores)  # fmt: skip
             if scores is None and made.sensitivity:
                 store_scores(scores_key, made.sensitivity)
             return made

@@ -91,6 +91,8 @@ def test_manifest_contract(chat_bundle: Path, manifest: dict) -> None:
     assert layout["rounding"] == "GPTQ (act-order) on HQQ scales" and layout["embeddings"] == "int8, per row"
     assert (plan["method"], plan["budget"]) == ("gptq", {"bits_per_weight": 5.08})
     assert 4.5 <= plan["bits_per_weight"] <= 5.08 and plan["calibration"]["sha256"]
+    generated = plan["calibration"]["generated"]  # the model's own samples beside the calibration text
+    assert generated["windows"] == 32 and generated["seed"] == 0 and len(generated["sha256"]) == 64
     body_eight = [name for name in plan["eight_bit"] if name != "lm_head"]
     assert body_eight and f"int8 symmetric, per output channel ({len(body_eight)} layers)" in layout["linear"]
     assert {layer["bits"] for layer in plan["layers"]} == {4, 8}

@@ -214,3 +214,46 @@ def test_quantize_report_lists_sensitivities_and_the_size_quality_curve(write_re
     bad = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "4"])
     assert bad.exit_code != 0 and "between 4.5 (all int4) and 9.0" in bad.output
     assert "Example: slmpack quantize-report" in CliRunner().invoke(app, ["quantize-report", "--help"]).output
+
+
+def test_generated_windows_are_seeded_full_length_and_leave_the_global_rng_alone(tiny_llama: Model) -> None:
+    from builder.compress.generated import generated_windows, interleaved
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = generated_windows(tiny_llama.module, 0, count=3, length=20)
+    after = torch.rand(1)
+    second = generated_windows(tiny_llama.module, 0, count=3, length=20)
+    assert [w.shape for w in first] == [torch.Size([1, 20])] * 3
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not torch.equal(first[0], first[1])  # sampled, not one greedy continuation thrice
+    assert torch.equal(before, after)  # the caller's random stream is not consumed
+    text, own = [torch.full((1, 2), i) for i in range(3)], [torch.full((1, 2), 10 + i) for i in range(1)]
+    assert [int(w[0, 0]) for w in interleaved(text, own)] == [0, 10, 1, 2]
+
+
+def test_calibration_windows_sample_the_whole_text() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from builder.validate.data import calibration_windows
+
+    words = [f"w{i}" for i in range(4000)]
+    vocab = {word: i for i, word in enumerate(words)} | {"[UNK]": len(words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
+    text = "\n".join(" ".join(words[i : i + 10]) for i in range(0, 4000, 10))  # one token per word, in order
+    spread = calibration_windows(tokenizer, text, count=4, length=50)
+    starts = [int(w[0, 0]) for w in spread]
+    assert all(w.shape == (1, 50) and torch.equal(w[0], torch.arange(start, start + 50))
+               for w, start in zip(spread, starts, strict=True))  # fmt: skip
+    # One from each quarter of the characters (words grow from 2 to 5 characters), each at a line's start.
+    assert starts[0] == 0 and 800 < starts[1] < starts[2] < starts[3] and starts[3] > 2900
+    assert all(start % 10 == 0 for start in starts)
+    # A text that barely holds the windows gives them one after another.
+    short = "\n".join(" ".join(words[i : i + 10]) for i in range(0, 300, 10))
+    assert [int(w[0, 0]) for w in calibration_windows(tokenizer, short, count=4, length=50)] == [0, 50, 100, 150]
+    with pytest.raises(UserInputError, match=r"compress\.calibration needs 8 x 50"):
+        calibration_windows(tokenizer, short, count=8, length=50)

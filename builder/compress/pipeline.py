@@ -69,7 +69,7 @@ def _code_digest() -> str:
     return digest.hexdigest()
 
 
-def _ids_digest(windows: list[torch.Tensor]) -> str:
+def ids_digest(windows: list[torch.Tensor]) -> str:
     return hashlib.sha256(b"".join(w.numpy().tobytes() for w in windows)).hexdigest()
 
 
@@ -131,7 +131,7 @@ def calibration_set(model: Model, calibration: CalibrationSection, eval_text: st
         "text": calibration.text,
         "windows": calibration.windows,
         "window_tokens": length,
-        "sha256": _ids_digest(windows),
+        "sha256": ids_digest(windows),
         "held_out": calibration_note(calibration.text, base_dir, limits.text, eval_chars),
     }
 
@@ -164,7 +164,7 @@ def compress(
         distill_windows = calibration_windows(model.tokenizer, text_of(source, "compress.distill.data"),
                                               d.steps * d.batch_size, seq, d.batch_size)  # fmt: skip
         record.update({"distill_text": source, "distill_windows": len(distill_windows),
-                       "distill_sha256": _ids_digest(distill_windows),
+                       "distill_sha256": ids_digest(distill_windows),
                        "distill_held_out": calibration_note(source, base_dir, limits.text, eval_chars)})  # fmt: skip
     key_payload = {
         "version": CACHE_VERSION, "weights": model.weights_digest, "code": _code_digest(), "tools": tool_versions(),

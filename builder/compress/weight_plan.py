@@ -44,7 +44,7 @@ from builder.recipe import CompressSection
 from builder.tools import tool_versions
 
 CACHE_VERSION = "1"
-_SOURCES = ("gptq.py", "weight_plan.py", "quantization.py")
+_SOURCES = ("gptq.py", "weight_plan.py", "quantization.py", "generated.py")
 
 
 @dataclass

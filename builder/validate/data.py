@@ -107,8 +107,10 @@ def covered_chars(tokenizer: PreTrainedTokenizerBase, text: str, tokens: int) ->
 def calibration_windows(
     tokenizer: PreTrainedTokenizerBase, text: str, count: int, length: int, minimum: int | None = None
 ) -> list[torch.Tensor]:
-    """Up to `count` consecutive windows of `length` tokens ([1, length] each) for importance scores and
-    distillation; fewer than `minimum` (default: `count`) is an error."""
+    """Up to `count` windows of `length` tokens ([1, length] each) for importance scores, GPTQ and
+    distillation, one from the start of each of `count` equal stretches of the text, so they sample all of it
+    rather than its opening scenes; consecutive windows when the text holds little more than they need. Fewer
+    than `minimum` (default: `count`) is an error."""
     ids = _head_ids(tokenizer, text, count * length)
     available = len(ids) // length
     if available < (count if minimum is None else minimum):
@@ -116,7 +118,14 @@ def calibration_windows(
             f"the calibration text has {len(ids)} tokens but compress.calibration needs {count} x {length}. "
             "Fix: lower compress.calibration.windows or window_tokens, or use a longer text"
         )
-    return [torch.tensor([ids[i * length : (i + 1) * length]], dtype=torch.long) for i in range(min(count, available))]
+    stretch = len(text) // count
+    if available >= count and covered_chars(tokenizer, text, length) * 2 <= stretch:
+        # From a line's start, not a word's.
+        starts = [0] + [(text.find("\n", i * stretch) + 1) or i * stretch for i in range(1, count)]
+        spread = [_head_ids(tokenizer, text[start:], length) for start in starts]
+        if all(len(ids) == length for ids in spread):
+            return [torch.tensor([ids]) for ids in spread]
+    return [torch.tensor([ids[i * length : (i + 1) * length]]) for i in range(min(count, available))]
 
 
 def _head_ids(tokenizer: PreTrainedTokenizerBase, text: str, tokens: int) -> list[int]:
