@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -25,11 +26,14 @@ from builder.compress.weight_plan import (
     WeightPlan,
     cached_plan,
     cached_scores,
+    cached_windows,
+    generated_key,
     make_plan,
     plan_key,
     plan_steps,
     sensitivity_key,
     store_scores,
+    store_windows,
 )
 from builder.errors import GateFailedError
 from builder.models import load_model
@@ -149,10 +153,7 @@ class WeightPlans:
         def compute() -> WeightPlan:
             plan_windows, calibration = windows, record
             if generated:
-                self.progress.add_stages(1)
-                with self.progress.stage(f"Sampling {generated} calibration windows from the model"):
-                    start = spec.bos_id if spec.bos_id is not None else spec.eos_ids[0]
-                    own = generated_windows(self.model.module, start, generated, record["window_tokens"])
+                own = self._generated(record["generated"])
                 plan_windows = interleaved(windows, own)
                 calibration = {**record, "generated": {**record["generated"], "sha256": ids_digest(own)}}
             steps = plan_steps(self.model.module, settings, scores is not None)
@@ -173,6 +174,20 @@ class WeightPlans:
                            f"{plan.bits_per_weight:.2f} bits per weight, ~{size} of weights")  # fmt: skip
         self.made[quantize_embeddings] = plan
         return plan
+
+    def _generated(self, sampler: dict[str, Any]) -> list[torch.Tensor]:
+        """The windows the model samples for calibration, cached by weights and sampler: another budget or
+        rounding method (quantize-report's points) reuses them."""
+        key = generated_key(self.model.weights_digest, sampler)
+        own = cached_windows(key)
+        if own is None:
+            spec = self.model.spec
+            self.progress.add_stages(1)
+            with self.progress.stage(f"Sampling {sampler['windows']} calibration windows from the model"):
+                start = spec.bos_id if spec.bos_id is not None else spec.eos_ids[0]
+                own = generated_windows(self.model.module, start, sampler["windows"], sampler["window_tokens"])
+            store_windows(key, own)
+        return own
 
 
 def _step_quality(step: dict[str, Any]) -> str:

@@ -208,6 +208,9 @@ def test_quantize_report_lists_sensitivities_and_the_size_quality_curve(write_re
     assert len(layers) == 15 and all(layer["sensitivity"] > -1e-6 for layer in layers), layers[-3:]
     assert [layer["sensitivity"] for layer in layers] == sorted((x["sensitivity"] for x in layers), reverse=True)
     assert layers[0]["name"] in result.output and "12 less sensitive Linears not shown" in result.output
+    # The model's own calibration windows are sampled once at most (none if a build cached them), not per point.
+    assert result.output.count("calibration windows from the model") <= 1
+    assert data["plan"]["calibration"]["generated"]["windows"] == 32
     page = out.read_text()
     assert "<svg" in page and all(layer["name"] in page for layer in layers)
 

@@ -293,6 +293,28 @@ def make_plan(
                       total, per_weight)  # fmt: skip
 
 
+def generated_key(weights_digest: str, generated: dict[str, Any]) -> str:
+    """What the windows a decoder samples for calibration depend on: the weights and the sampler's settings."""
+    return _key({"weights": weights_digest, "generated": generated})
+
+
+def cached_windows(key: str) -> list[torch.Tensor] | None:
+    path = cache_dir() / "weight-plans" / f"generated-{key}.safetensors"
+    try:
+        tensors = load_file(str(path))
+        return [tensors[str(i)] for i in range(len(tensors))]
+    except Exception:  # missing or damaged: sampled again, never trusted
+        return None
+
+
+def store_windows(key: str, windows: list[torch.Tensor]) -> None:
+    folder = cache_dir() / "weight-plans"
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".generated-{key}.{os.getpid()}.safetensors"
+    save_file({str(i): w.contiguous() for i, w in enumerate(windows)}, str(staging))
+    staging.replace(folder / f"generated-{key}.safetensors")
+
+
 def cached_plan(key: str, compute: Callable[[], WeightPlan]) -> tuple[WeightPlan, bool]:
     """The plan stored under `key`, or `compute()`'s, stored there first. An unreadable entry is recomputed."""
     folder = cache_dir() / "weight-plans" / key
