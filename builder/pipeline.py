@@ -138,14 +138,13 @@ class WeightPlans:
         windows, record = calibration_set(self.model, settings.calibration, self.text, recipe.eval,
                                           self.loaded.base_dir)  # fmt: skip
         a8w4, spec = settings.a8w4, self.model.spec
-        calibrated = a8w4.method == "gptq" or a8w4.mixed_precision
-        generated = a8w4.generated_windows if calibrated and spec.task == "text-generation" else 0
+        generated = a8w4.generated_windows if a8w4.reads_calibration and spec.task == "text-generation" else 0
         if generated:
             record["generated"] = {"windows": generated, "window_tokens": record["window_tokens"], **SAMPLING}
         key = plan_key(self.model.weights_digest, settings, record, quantize_embeddings)
-        method = "GPTQ" if settings.a8w4.method == "gptq" else "HQQ"
+        method = "GPTQ" if a8w4.method == "gptq" else "HQQ"
         what = f"Planning a8w4 ({method}" + (", sensitivity-driven mixed precision)" if
-                                             settings.a8w4.mixed_precision else ")")  # fmt: skip
+                                             a8w4.mixed_precision else ")")  # fmt: skip
         self.progress.add_stages(1)
         scores_key = sensitivity_key(self.model.weights_digest, settings, record)
         scores = cached_scores(scores_key)

@@ -173,6 +173,11 @@ class A8W4Section(_Section):
             raise ValueError("a budget applies only with mixed_precision = true")
         return self
 
+    @property
+    def reads_calibration(self) -> bool:
+        """GPTQ and the sensitivity scores read calibration windows; HQQ scales alone do not."""
+        return self.method == "gptq" or self.mixed_precision
+
     def budget(self) -> dict[str, float]:
         """The mixed-precision budget; DEFAULT_BITS_PER_WEIGHT unless one is set."""
         if self.max_bytes is not None:

@@ -235,12 +235,17 @@ def cached_scores(key: str) -> dict[str, float] | None:
         return None
 
 
-def store_scores(key: str, scores: dict[str, float]) -> None:
+def _store(name: str, write: Callable[[Path], None]) -> None:
+    """Write the cache file `name` through a staging file, so a reader never sees half of it."""
     folder = cache_dir() / "weight-plans"
     folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".sensitivity-{key}.{os.getpid()}.json"
-    staging.write_text(json.dumps(scores))
-    staging.replace(folder / f"sensitivity-{key}.json")
+    staging = folder / f".{name}.{os.getpid()}"
+    write(staging)
+    staging.replace(folder / name)
+
+
+def store_scores(key: str, scores: dict[str, float]) -> None:
+    _store(f"sensitivity-{key}.json", lambda path: path.write_text(json.dumps(scores)))
 
 
 def make_plan(
@@ -255,7 +260,7 @@ def make_plan(
     """The plan for `module` (not changed). `windows` are the calibration windows `calibration` describes;
     `scores`, sensitivities measured before with the same settings, are not measured again."""
     a8w4 = settings.a8w4
-    calibrated = a8w4.method == "gptq" or a8w4.mixed_precision
+    calibrated = a8w4.reads_calibration
     family = None
     if calibrated:
         family = family_of(module.config.model_type, "compress.a8w4 (GPTQ and mixed precision)")
@@ -308,11 +313,8 @@ def cached_windows(key: str) -> list[torch.Tensor] | None:
 
 
 def store_windows(key: str, windows: list[torch.Tensor]) -> None:
-    folder = cache_dir() / "weight-plans"
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".generated-{key}.{os.getpid()}.safetensors"
-    save_file({str(i): w.contiguous() for i, w in enumerate(windows)}, str(staging))
-    staging.replace(folder / f"generated-{key}.safetensors")
+    tensors = {str(i): w.contiguous() for i, w in enumerate(windows)}
+    _store(f"generated-{key}.safetensors", lambda path: save_file(tensors, str(path)))
 
 
 def cached_plan(key: str, compute: Callable[[], WeightPlan]) -> tuple[WeightPlan, bool]:
