@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from builder.backends.base import LoweringOptions
 from builder.backends.executorch import ExecuTorchBackend, _check_runtime_ops
 from builder.backends.executorch_runners import PteEncoderRunner
 from builder.bundle import sha256_of
@@ -152,6 +153,31 @@ def test_unchanged_model_is_not_re_exported(chat_bundle: Path, tmp_path: Path, m
     code, output = _build(recipe, tmp_path / "dist", "--no-bench")
     assert code == 0, output
     assert "reused the cached artifact" in output
+
+
+def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors a (possibly quantized subclass) tensor is made of."""
+    if hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return [t for name in names for t in _plain_tensors(getattr(tensor, name))]
+    return [tensor]
+
+
+@pytest.mark.parametrize(("scheme", "embeddings"), [("a8w4", True), ("a8w8", False), ("fp32", False)])
+def test_prepare_leaves_the_model_alone_and_shares_none_of_its_tensors(
+    tiny_llama: Model, scheme: str, embeddings: bool
+) -> None:
+    """Preparing shares the float weights it replaces instead of copying them (peak memory): the prepared
+    model must still hold none of the original's tensors, and the original must come out unchanged."""
+    before = {name: t.clone() for name, t in tiny_llama.module.state_dict().items()}
+    prepared = ExecuTorchBackend().prepare(tiny_llama, LoweringOptions(scheme, embeddings, 64))
+    original = {t.untyped_storage().data_ptr() for t in tiny_llama.module.state_dict().values()}
+    held = [name for name, t in prepared.module.state_dict().items()
+            if any(p.untyped_storage().data_ptr() in original for p in _plain_tensors(t))]  # fmt: skip
+    assert held == []
+    assert all(torch.equal(t, before[name]) for name, t in tiny_llama.module.state_dict().items())
+    ids = torch.tensor([[1, 2, 3]])
+    assert torch.isfinite(prepared.runner.logits(ids, 0)).all()
 
 
 def test_gate_catches_a_wrong_artifact(chat_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
