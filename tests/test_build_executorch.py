@@ -112,6 +112,7 @@ def test_pte_carries_llm_runner_metadata(chat_bundle: Path) -> None:
     assert "llama::custom_sdpa.out" in forward.operators
     assert "llama::update_cache.out" in forward.operators
     assert "quantized_decomposed::embedding_byte.out" in forward.operators
+    assert "aten::mean.out" not in forward.operators  # RMSNorm runs inside XNNPACK (builder.backends.xnnpack_graph)
 
 
 def test_run_replays_golden_tokens(chat_bundle: Path, manifest: dict) -> None:

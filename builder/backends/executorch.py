@@ -22,6 +22,7 @@ from builder.backends.executorch_runners import (
     PteDecoderRunner,
     PteEncoderRunner,
 )
+from builder.backends.xnnpack_graph import last_dim_means_as_pooling
 from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
 from builder.compress.quantization import GROUP_SIZE, eight_bit_output_layer
 from builder.compress.weight_plan import WeightPlan
@@ -266,6 +267,8 @@ class ExecuTorchBackend:
                 raise UserInputError(
                     f"{model.spec.architecture} cannot be exported for target {target.name!r}: {first_line}"
                 ) from exc
+            if delegate.name == "xnnpack":
+                last_dim_means_as_pooling(program)
             declared_ranges = {str(symbol): bounds for symbol, bounds in program.range_constraints.items()}
             edge = to_edge_transform_and_lower(
                 {"forward": program},

