@@ -5,8 +5,10 @@ weight plan (GPTQ, mixed precision): planning is timed apart, and is quick when 
 (it is cached by model, settings and calibration text). Reports export wall time and peak RSS, the whole
 process's wall time and peak RSS up to the written .pte (what /usr/bin/time shows for the peer's optimum-cli
 run, imports and model loading included), .pte size and TextLLMRunner decode speed (64-token prompt, 128 new
-tokens, median of 5), with ratios to the peer figures in DESIGN §9.
-Run on demand: .venv/bin/python bench/export_smollm2_a8w4.py [--scheme a8w4] [--iterations 5]
+tokens, median of 5), with ratios to the peer figures in DESIGN §9. `--peer PTE` (e.g. optimum-executorch's
+8da4w export) measures decode of both .pte files in turn, `--rounds` times, and reports the ratio of their
+medians: the machine is noisy, so only that ratio compares (DESIGN §9).
+Run on demand: .venv/bin/python bench/export_smollm2_a8w4.py [--scheme a8w4] [--iterations 5] [--peer x.pte]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ STARTED = time.perf_counter()  # the process's wall time counts imports, as the 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -25,8 +28,8 @@ from rich.console import Console  # noqa: E402
 
 from builder.backends.base import LoweringOptions  # noqa: E402
 from builder.backends.executorch import ExecuTorchBackend  # noqa: E402
-from builder.bench.host import benchmark_decoder  # noqa: E402
-from builder.pipeline import WeightPlans, load_inputs  # noqa: E402
+from builder.bench.host import benchmark_pte, decode_in_turn  # noqa: E402
+from builder.pipeline import WeightPlans, bench_request, load_inputs  # noqa: E402
 from builder.progress import BuildProgress  # noqa: E402
 from builder.recipe import load_recipe  # noqa: E402
 from builder.targets import catalogue  # noqa: E402
@@ -63,6 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scheme", default="a8w4", choices=["fp32", "a8w8", "a8w4"])
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--peer", type=Path, help="Another .pte whose decode is measured in turn with ours")
+    parser.add_argument("--rounds", type=int, default=3, help="With --peer: turns each .pte is measured in")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,11 +89,9 @@ def main() -> None:
         export_s = time.perf_counter() - start
         process_s = time.perf_counter() - STARTED
         export_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        ids = model.tokenizer(text[:4096], add_special_tokens=False)["input_ids"][:64]
-        bench = benchmark_decoder(
-            artifact.path, model.tokenizer_dir / "tokenizer.json", model.tokenizer.decode(ids),
-            new_tokens=128, warmup=1, iterations=args.iterations,
-        )  # fmt: skip
+        request = bench_request(model, text, args.iterations)
+        bench = benchmark_pte(artifact.path, request)
+        in_turn = decode_in_turn([artifact.path, args.peer], request, args.rounds) if args.peer else None
         pte_mb = artifact.path.stat().st_size / 2**20
     report = {
         "scheme": args.scheme,
@@ -120,6 +123,11 @@ def main() -> None:
             "peak_rss_to_pte_mb": round(export_rss / peer["export_peak_rss_mb"], 2),
             "note": "peer figures are from DESIGN §9 (a different run; the machine is noisy)",
         }
+    if in_turn:
+        ours, theirs = (statistics.median(rounds) for rounds in in_turn)
+        report["decode_in_turn_with_peer"] = {
+            "peer": str(args.peer), "ours_tok_s": in_turn[0], "peer_tok_s": in_turn[1], "ratio": round(ours / theirs, 3)
+        }  # fmt: skip
     print(json.dumps(report, indent=2))
 
 

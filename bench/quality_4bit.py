@@ -107,19 +107,15 @@ def run_variant(name: str, out: Path, reuse: bool) -> dict:
 def head_to_head(model: Model, hamlet: str, rows: list[dict], peer: Path, rounds: int) -> dict:
     """Decode tok/s of each variant's .pte and the peer's, measured in turn `rounds` times (each a median of 5,
     64-token prompt, 128 new tokens, TextLLMRunner); each row gets the median of its rounds."""
-    from builder.bench.host import benchmark_pte
+    from builder.bench.host import decode_in_turn
     from builder.pipeline import bench_request
 
-    request = bench_request(model, hamlet, 5)
     peer_row = {"variant": f"peer {peer.name}", "pte": str(peer), "pte_bytes": peer.stat().st_size}
     measured = [*rows, peer_row]
-    samples: dict[str, list[float]] = {r["variant"]: [] for r in measured}
-    for _ in range(rounds):
-        for r in measured:
-            samples[r["variant"]].append(benchmark_pte(Path(r["pte"]), request).decode_tok_s or 0.0)
-    for r in measured:
-        r["decode_tok_s_head_to_head"] = statistics.median(samples[r["variant"]])
-        r["decode_tok_s_rounds"] = samples[r["variant"]]
+    samples = decode_in_turn([Path(r["pte"]) for r in measured], bench_request(model, hamlet, 5), rounds)
+    for r, rounds_of_r in zip(measured, samples, strict=True):
+        r["decode_tok_s_head_to_head"] = statistics.median(rounds_of_r)
+        r["decode_tok_s_rounds"] = rounds_of_r
     peer_row["decode_tok_s"] = peer_row["decode_tok_s_head_to_head"]
     return peer_row
 

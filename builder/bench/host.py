@@ -64,6 +64,16 @@ def benchmark_pte(pte: Path, request: BenchRequest) -> BenchResult:
     return benchmark_encoder(pte, request.prompt_ids)
 
 
+def decode_in_turn(ptes: list[Path], request: BenchRequest, rounds: int) -> list[list[float]]:
+    """Decode tok/s of each decoder .pte, measured one after another `rounds` times: on a shared, noisy
+    machine only figures taken side by side compare (DESIGN §9). One list of per-round medians per .pte."""
+    samples: list[list[float]] = [[] for _ in ptes]
+    for _ in range(rounds):
+        for pte, measured in zip(ptes, samples, strict=True):
+            measured.append(benchmark_pte(pte, request).decode_tok_s or 0.0)
+    return samples
+
+
 def _device() -> str:
     return f"host {platform.machine()} {platform.system()} ({os.cpu_count()} cpus)"
 
