@@ -92,7 +92,7 @@ def main() -> None:
         request = bench_request(model, text, args.iterations)
         bench = benchmark_pte(artifact.path, request)
         in_turn = decode_in_turn([artifact.path, args.peer], request, args.rounds) if args.peer else None
-        pte_mb = artifact.path.stat().st_size / 2**20
+        pte_mb = artifact.path.stat().st_size / 1e6  # decimal MB, as the peer table (RSS figures are MiB)
     report = {
         "scheme": args.scheme,
         "pte_mb": round(pte_mb, 1),
