@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -92,27 +93,49 @@ def build_cli(recipe: Path, out: Path, *extra: str) -> tuple[int, str]:
 TWO_TARGETS = '[[targets]]\nname = "android-xnnpack"\n\n[[targets]]\nname = "ios-xnnpack"\nquantize = "fp32"\n'
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, recipe: str) -> Path:
+    """Builds a recipe once per test run, for the tests that only read the bundle: pytest-xdist workers share
+    it. The first worker to take the lock builds it, with a cache of its own (`build_cache`); the others wait
+    and read it. Returns the output folder."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    root = shared / name
+    with FileLock(shared / f"{name}.lock"):
+        if not (root / "built").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            (root / "recipe.toml").write_text(recipe)
+            session_cache = os.environ["SLMPACK_CACHE"]
+            os.environ["SLMPACK_CACHE"] = str(root / "cache")
+            try:
+                code, output = build_cli(root / "recipe.toml", root / "dist")
+            finally:
+                os.environ["SLMPACK_CACHE"] = session_cache
+            assert code == 0, output
+            (root / "built").touch()
+    return root / "dist"
+
+
+def build_cache(bundle: Path) -> Path:
+    """The cache a `built_once` bundle was built with (its artifacts, weight plans, tiny models)."""
+    return bundle.parents[1] / "cache"
+
+
 @pytest.fixture(scope="session")
 def chat_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny chat model built for Android (a8w4) and iOS (fp32): shared by the tests that read a bundle."""
-    root = tmp_path_factory.mktemp("chat")
-    recipe = root / "recipe.toml"
-    recipe.write_text(recipe_text(targets=TWO_TARGETS))
-    code, output = build_cli(recipe, root / "dist")
-    assert code == 0, output
-    return root / "dist" / "tinychat-0.1.0"
+    return built_once(tmp_path_factory, "chat", recipe_text(targets=TWO_TARGETS)) / "tinychat-0.1.0"
 
 
 @pytest.fixture(scope="session")
 def embedding_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny embedding model built for Android (a8w8) with a cosine gate."""
-    root = tmp_path_factory.mktemp("embed")
-    recipe = root / "recipe.toml"
-    recipe.write_text(recipe_text(source="builtin:tiny-bert", task="embeddings", quantize="a8w8", name="tinysearch",
-                                  extra="min_cosine_similarity = 0.9\n"))  # fmt: skip
-    code, output = build_cli(recipe, root / "dist")
-    assert code == 0, output
-    return root / "dist" / "tinysearch-0.1.0"
+    recipe = recipe_text(source="builtin:tiny-bert", task="embeddings", quantize="a8w8", name="tinysearch",
+                         extra="min_cosine_similarity = 0.9\n")  # fmt: skip
+    return built_once(tmp_path_factory, "embed", recipe) / "tinysearch-0.1.0"
 
 
 @pytest.fixture(scope="session")

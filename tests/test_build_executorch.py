@@ -20,7 +20,7 @@ from builder.inspect_pte import MethodInfo, PteInfo, describe_pte
 from builder.models.base import Model
 from builder.targets import catalogue
 from builder.validate import GOLDEN_USER_MESSAGE, TOKENIZER_SAMPLES
-from tests.conftest import TWO_TARGETS, recipe_text
+from tests.conftest import TWO_TARGETS, build_cache, recipe_text
 from tests.conftest import build_cli as _build
 
 
@@ -149,6 +149,7 @@ def test_unchanged_model_is_not_re_exported(chat_bundle: Path, tmp_path: Path, m
         raise AssertionError("lowered again although nothing changed")
 
     monkeypatch.setattr(ExecuTorchBackend, "lower", refuse)
+    monkeypatch.setenv("SLMPACK_CACHE", str(build_cache(chat_bundle)))
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(recipe_text(targets=TWO_TARGETS))
     code, output = _build(recipe, tmp_path / "dist", "--no-bench")
