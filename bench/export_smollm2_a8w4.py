@@ -29,7 +29,7 @@ from rich.console import Console  # noqa: E402
 from builder.backends.base import LoweringOptions  # noqa: E402
 from builder.backends.executorch import ExecuTorchBackend  # noqa: E402
 from builder.bench.host import benchmark_pte, decode_in_turn  # noqa: E402
-from builder.pipeline import WeightPlans, bench_request, load_inputs  # noqa: E402
+from builder.pipeline import WeightPlans, bench_request, load_inputs, lower_artifact  # noqa: E402
 from builder.progress import BuildProgress  # noqa: E402
 from builder.recipe import load_recipe  # noqa: E402
 from builder.targets import catalogue  # noqa: E402
@@ -85,7 +85,8 @@ def main() -> None:
         backend = ExecuTorchBackend()
         start = time.perf_counter()
         prepared = backend.prepare(model, options)
-        artifact = backend.lower(prepared, model, catalogue()["android-xnnpack"], options, Path(tmp))
+        target = catalogue()["android-xnnpack"]
+        artifact = lower_artifact(backend, prepared, [model], target, options, Path(tmp))  # as a build does
         export_s = time.perf_counter() - start
         process_s = time.perf_counter() - STARTED
         export_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

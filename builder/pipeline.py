@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from builder.backends import get_backend
-from builder.backends.base import LoweringOptions
+from builder.backends.base import Artifact, Backend, LoweringOptions, Prepared
 from builder.backends.support import refuse_unsupported
 from builder.bench.host import BenchRequest
 from builder.bundle import BuiltArtifact, manifest, write_bundle
@@ -42,6 +42,8 @@ from builder.progress import BuildProgress
 from builder.recipe import LoadedRecipe, ResolvedTarget
 from builder.render.tokenizer_settings import bpe_settings, wordpiece_settings
 from builder.report import task_headlines
+from builder.spill import spilled
+from builder.targets import Target
 from builder.validate import ValidationResult, validate_decoder, validate_encoder
 from builder.validate.data import load_eval_text
 from builder.validate.gates import Validation
@@ -238,7 +240,9 @@ def _build_target(
         prepared = backend.prepare(model, options)
     key = artifact_key(model.weights_digest, target.name, options.cache_fields())
     with progress.stage(f"Lowering {label}"):
-        artifact, hit = cached_artifact(key, lambda out: backend.lower(prepared, model, target, options, out))
+        artifact, hit = cached_artifact(
+            key, lambda out: lower_artifact(backend, prepared, [model, original], target, options, out)
+        )
     if hit:
         progress.note(f"{target.name}: unchanged model and options, reused the cached artifact")
     with progress.stage(f"Validating {label} on the host"):
@@ -259,6 +263,16 @@ def _build_target(
     elif settings.benchmark:
         progress.note(f"{target.name}: no host benchmark: {blocker}")
     return BuiltArtifact(target=target, artifact=artifact, result=result, benchmark=bench, benchmark_note=blocker)
+
+
+def lower_artifact(backend: Backend, prepared: Prepared, floats: list[Model], target: Target,
+                   options: LoweringOptions, out_dir: Path) -> Artifact:  # fmt: skip
+    """`backend.lower` of `prepared`, made from `floats[0]`. Where the backend lowers `prepared` alone, the float
+    models wait on disk meanwhile (builder/spill.py): the lowering's peak memory then holds none of them."""
+    if not backend.lowers_prepared_only:
+        return backend.lower(prepared, floats[0], target, options, out_dir)
+    with spilled([m.module for m in floats], keep=prepared.module):
+        return backend.lower(prepared, floats[0], target, options, out_dir)
 
 
 def bench_request(model: Model, text: str, iterations: int) -> BenchRequest:

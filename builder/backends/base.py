@@ -103,6 +103,9 @@ class Prepared:
 
 class Backend(Protocol):
     name: str
+    # Whether `lower` reads only `prepared` (and the model's spec), never the float model's weights: the build
+    # then holds the float model on disk while it lowers (builder/spill.py).
+    lowers_prepared_only: bool
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared: ...
 

@@ -216,6 +216,7 @@ def _decoder_interface(ct: Any, decoder: CoreMLDecoder) -> dict[str, Any]:
 
 class CoreMLBackend:
     name = "coreml"
+    lowers_prepared_only = True
 
     def __init__(self) -> None:
         # One replay per artifact: the runner and the reference share its decompressed weights.

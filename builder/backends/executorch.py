@@ -226,6 +226,7 @@ def _bind(prepared: Prepared, delegate: Delegate) -> Prepared:
 
 class ExecuTorchBackend:
     name = "executorch"
+    lowers_prepared_only = True
 
     def benchmark_blocker(self, artifact: Artifact) -> str | None:
         # A Core ML delegate does not run in the ExecuTorch runtime off Apple platforms.
@@ -285,7 +286,9 @@ class ExecuTorchBackend:
             )
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.pte"
-        path.write_bytes(executorch_program.buffer)
+        with path.open("wb") as file:  # streamed: `.buffer` would hold a second copy of the program
+            executorch_program.write_to_file(file)
+        del executorch_program, edge, program  # before the .pte is read back for its description
         info = describe_pte(path)
         operators = _check_runtime_ops(info, target)
         operators["weight_layout"] = weight_layout(prepared.module.model, options)

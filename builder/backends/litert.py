@@ -78,6 +78,7 @@ def _check_runs(path: Path, target: Target) -> None:
 
 class LiteRTBackend:
     name = "litert"
+    lowers_prepared_only = False  # the Hugging Face export reads the float model's weights
 
     def prepare(self, model: Model, options: LoweringOptions) -> Prepared:
         module = copy.deepcopy(model.module).eval()
