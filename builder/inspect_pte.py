@@ -119,22 +119,38 @@ def _constant(outputs: list[Any], spec: str) -> Any:
     return _plain(outputs[0] if len(outputs) == 1 else outputs)
 
 
-def _read_plans(path: Path, data: bytes) -> dict[str, _Plan]:
+def _program_table(path: Path) -> Any:
+    """The program's flatbuffer table (methods, operators, delegates), read without the constant and
+    delegate segments that follow it: those are most of the file (the weights) and are not needed here."""
+    with path.open("rb") as file:
+        head = file.read(64)
+        # Check the identifier first: the runtime logs a bad one byte for byte and that log can abort the process.
+        if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():
+            raise UserInputError(f"{path} is not an ExecuTorch program: it lacks the .pte file identifier. {_FIX}")
+        with quiet():  # importing exir loads torchao, which reports its optional CUDA libraries on stderr
+            from executorch.exir._serialize._flatbuffer_program import _flatbuffer_to_program
+            from executorch.exir._serialize._program import _get_extended_header
+
+        header = _get_extended_header(head)  # None for a program without segments: the whole file is the table
+        table = head + file.read(max(header.program_size - len(head), 0) if header else -1)
+    corrupt = f"{path} is not a valid ExecuTorch program: it is truncated or corrupt"
+    try:
+        program = _flatbuffer_to_program(table)
+    except Exception:
+        raise UserInputError(f"{corrupt} (its flatbuffer cannot be parsed). {_FIX}") from None
+    if header:
+        end = max((s.offset + s.size for s in program.segments), default=0) + header.segment_base_offset
+        if path.stat().st_size < end:
+            raise UserInputError(f"{corrupt} (its data segments end at byte {end:,}, the file sooner). {_FIX}")
+    return program
+
+
+def _read_plans(path: Path) -> dict[str, _Plan]:
     """Per method: delegate calls by backend id and kernel calls by operator, read from the flatbuffer."""
-    # Check the identifier first: the runtime logs a bad one byte for byte and that log can abort the process.
-    if len(data) < 8 or data[4:6] != b"ET" or not data[6:8].isdigit():
-        raise UserInputError(f"{path} is not an ExecuTorch program: it lacks the .pte file identifier. {_FIX}")
-    with quiet():  # importing exir loads torchao, which reports its optional CUDA libraries on stderr
-        from executorch.exir._serialize._program import deserialize_pte_binary
+    program = _program_table(path)
+    with quiet():
         from executorch.exir.schema import DelegateCall, KernelCall
 
-    try:
-        program = deserialize_pte_binary(data).program
-    except Exception:
-        raise UserInputError(
-            f"{path} is not a valid ExecuTorch program: it is truncated or corrupt (its flatbuffer cannot be parsed). "
-            + _FIX
-        ) from None
     plans = {}
     for plan in program.execution_plan:
         delegates: Counter[str] = Counter()
@@ -157,14 +173,13 @@ def describe_pte(path: Path) -> PteInfo:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{path} not found. Fix: pass the path of a .pte file")
-    data = path.read_bytes()
-    plans = _read_plans(path, data)
+    plans = _read_plans(path)
     with quiet():
         load_executorch_llm_ops()  # programs using custom SDPA/KV-cache or quantized embedding ops need them
         from executorch.runtime import Runtime
 
         try:
-            program = Runtime.get().load_program(data)
+            program = Runtime.get().load_program(path)  # memory-mapped, not read into memory
         except Exception as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserInputError(f"{path} could not be loaded by the ExecuTorch runtime: {reason}. {_FIX}") from None
@@ -186,7 +201,7 @@ def describe_pte(path: Path) -> PteInfo:
             info.value = _constant(outputs, plan.output_spec)
         info.delegated_calls, info.operators = dict(plan.delegates), dict(plan.kernels)
         methods.append(info)
-    return PteInfo(path=path, bytes=len(data), methods=methods)
+    return PteInfo(path=path, bytes=path.stat().st_size, methods=methods)
 
 
 def _size(n: int) -> str:

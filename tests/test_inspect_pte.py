@@ -132,6 +132,14 @@ def test_truncated_program_is_a_user_error(tmp_path: Path, tiny_pte: Path) -> No
         describe_pte(bad)
 
 
+def test_program_cut_inside_its_weights_is_a_user_error(tmp_path: Path, tiny_pte: Path) -> None:
+    # The flatbuffer table is whole; the data segments after it (weights, delegate blobs) are not.
+    bad = tmp_path / "cut.pte"
+    bad.write_bytes(tiny_pte.read_bytes()[:-64])
+    with pytest.raises(UserInputError, match=r"cut\.pte .*data segments end at byte"):
+        describe_pte(bad)
+
+
 def test_missing_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"nothere\.pte"):
         describe_pte(tmp_path / "nothere.pte")
