@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,9 +270,8 @@ def lower_artifact(backend: Backend, prepared: Prepared, floats: list[Model], ta
                    options: LoweringOptions, out_dir: Path) -> Artifact:  # fmt: skip
     """`backend.lower` of `prepared`, made from `floats[0]`. Where the backend lowers `prepared` alone, the float
     models wait on disk meanwhile (builder/spill.py): the lowering's peak memory then holds none of them."""
-    if not backend.lowers_prepared_only:
-        return backend.lower(prepared, floats[0], target, options, out_dir)
-    with spilled([m.module for m in floats], keep=prepared.module):
+    held = spilled([m.module for m in floats], keep=prepared.module) if backend.lowers_prepared_only else nullcontext()
+    with held:
         return backend.lower(prepared, floats[0], target, options, out_dir)
 
 

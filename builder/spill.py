@@ -29,9 +29,9 @@ def _tensors(modules: Iterable[nn.Module]) -> dict[int, torch.Tensor]:
 def spilled(modules: Iterable[nn.Module], keep: nn.Module) -> Iterator[None]:
     """Within the block, `modules` hold no tensor data, except what `keep` (the model being lowered) shares
     with them: each other parameter and buffer is written to a temporary file and its data replaced by an
-    empty tensor (a module used meanwhile fails on shapes rather than
-    computing with stale values). The same tensor objects get their data back afterwards, so ties, references
-    and hooks are kept, and the values are bit-exact. The data is freed only where nothing else (another
+    empty tensor (a module used meanwhile fails on shapes rather than computing with stale values). The same
+    tensor objects get their data back afterwards, so ties, references and hooks are kept, and the values are
+    bit-exact. The data is freed only where nothing else (another
     model, a copy's shared weight) still refers to it."""
     kept = _tensors([keep])
     tensors = {key: t for key, t in _tensors(modules).items() if key not in kept}
