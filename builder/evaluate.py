@@ -74,8 +74,9 @@ def measure_options(model: Model, original_model: Model, text: str, recipe: Reci
         decoder_cost(model, runner, original, text, recipe.eval, tasks, v)
     else:
         encoder_cost(model, runner, original, text, max_len, tasks, v)
-    size = estimated_weight_bytes(model.module, options.scheme, options.quantize_embeddings,
-                                  options.output_layer_int8, options.plan.bits if options.plan else None)  # fmt: skip
+    plan = options.plan
+    size = estimated_weight_bytes(model.module, options.scheme, options.quantize_embeddings, options.output_layer_int8,
+                                  plan.bits if plan else None, plan is not None and plan.zero_points)  # fmt: skip
     return EvalRow(name, model.parameters, cost_figures(v, decoder), v.tasks, options.scheme, size)
 
 

@@ -98,7 +98,7 @@ def quantize_report(loaded: LoadedRecipe, budgets: list[float], console: Console
             a8w4 = variant.recipe.compress.a8w4.model_dump(exclude={"sensitivity_windows"})
             points.append(QuantizePoint(label, a8w4, row, options.plan.bits_per_weight, eight))
     assert plan is not None
-    cost = {name: (linear_storage_bits(m, 8) - linear_storage_bits(m, 4)) // 8
+    cost = {name: (linear_storage_bits(m, 8) - linear_storage_bits(m, 4, plan.zero_points)) // 8
             for name, m in linears_of(compressed.model.module).items()}  # fmt: skip
     evaluation = recipe.eval.model_dump(include={"text", "windows", "window_tokens", "stride"})
     return QuantizeReport(model.source, decoder, plan.to_json(), cost, points, evaluation)

@@ -12,12 +12,14 @@ from torch import nn
 
 from builder.backends.base import LoweringOptions
 from builder.backends.executorch import ExecuTorchBackend, weight_layout
+from builder.backends.zero_point_linear import ZeroPointLinear
 from builder.compress.architecture import family_of
-from builder.compress.gptq import gptq, hqq_scales, round_to_grid
+from builder.compress.gptq import choose_grid, gptq, hqq_scales, round_to_grid, zero_point_grid
 from builder.compress.quantization import estimated_weight_bytes, linear_storage_bits
 from builder.compress.weight_plan import (
     cached_plan,
     choose_bits,
+    eight_bits_help,
     linears_of,
     make_plan,
     rounded,
@@ -45,15 +47,62 @@ def test_gptq_lowers_the_layer_output_error_below_round_to_nearest() -> None:
     inputs = torch.randn(512, 64, generator=generator) @ mixing
     weight = torch.randn(48, 64, generator=generator)
     scale = hqq_scales(weight, 32, 4)
-    nearest = round_to_grid(weight, scale, 4)
-    result = gptq(weight, inputs.double().T @ inputs.double(), scale, 4)
-    assert torch.equal(result.scale, scale) and result.q.dtype == torch.int8
-    assert int(result.q.min()) >= -8 and int(result.q.max()) <= 7
+    hessian = inputs.double().T @ inputs.double()
 
     def error(w: torch.Tensor) -> float:
         return float(((inputs @ (weight - w).T) ** 2).sum())
 
-    assert error(result.dequantize()) < 0.8 * error(nearest.dequantize())
+    symmetric, zero_points = (
+        round_to_grid(weight, scale, bits=4),
+        round_to_grid(weight, *zero_point_grid(weight, 32, 4), bits=4),
+    )
+    for nearest in (symmetric, zero_points):
+        result = gptq(weight, hessian, nearest)
+        assert torch.equal(result.scale, nearest.scale) and result.q.dtype == torch.int8
+        assert result.offset is nearest.offset
+        assert int(result.q.min()) >= -8 and int(result.q.max()) <= 7
+        assert error(result.dequantize()) < 0.8 * error(nearest.dequantize())
+
+
+def _on_q4_1_grid(rows: int, columns: int, seed: int = 0) -> torch.Tensor:
+    """A weight as a Q4_1 GGUF dequantizes it: per group of 32, fp16 scale and minimum, codes 0..15, each used."""
+    generator = torch.Generator().manual_seed(seed)
+    groups = columns // 32
+    scale = (torch.rand(rows, groups, 1, generator=generator) * 0.02 + 0.001).half().float()
+    low = (torch.randn(rows, groups, 1, generator=generator) * 0.05 - 8 * scale).half().float()
+    codes = torch.randint(0, 16, (rows, groups, 32), generator=generator)
+    codes[..., 0], codes[..., 1] = 0, 15
+    return (codes * scale + low).reshape(rows, columns)
+
+
+def test_zero_points_recover_a_q4_1_grid_that_symmetric_scales_cannot() -> None:
+    weight = _on_q4_1_grid(48, 128)
+    exact = choose_grid(weight, 32, 4, zero_points=True)
+    assert exact.offset is not None and exact.offset.shape == exact.scale.shape == (48, 4)
+    assert int(exact.q.min()) == -8 and int(exact.q.max()) == 7
+    # Scales are stored as bf16: what is left is their rounding, not the integers'.
+    error = (exact.dequantize() - weight).abs().max() / weight.abs().max()
+    symmetric = (choose_grid(weight, 32, 4, zero_points=False).dequantize() - weight).abs().max() / weight.abs().max()
+    assert error < 5e-3 and symmetric > 10 * error, (error, symmetric)
+    linear = nn.Linear(128, 48, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    assert not eight_bits_help(linear, zero_points=True) and eight_bits_help(linear, zero_points=False)
+    # GPTQ has nothing to spread: it keeps the integers.
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(256, 128, generator=generator)
+    assert torch.equal(gptq(weight, inputs.double().T @ inputs.double(), exact).q, exact.q)
+
+
+def test_zero_point_linear_computes_the_asymmetric_weight() -> None:
+    weight = _on_q4_1_grid(16, 64, seed=2)
+    grid = choose_grid(weight, 32, 4, zero_points=True)
+    symmetric_part = nn.Linear(64, 16, bias=False)
+    with torch.no_grad():
+        symmetric_part.weight.copy_(grid.q.float() * grid.scale.repeat_interleave(32, dim=1))
+    layer = ZeroPointLinear(symmetric_part, grid.offset)
+    x = torch.randn(3, 5, 64, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(layer(x), x @ grid.dequantize().T, atol=1e-5)
 
 
 def test_sensitivity_from_recorded_block_inputs_equals_a_whole_run(tiny_llama: Model,
@@ -64,13 +113,13 @@ def test_sensitivity_from_recorded_block_inputs_equals_a_whole_run(tiny_llama: M
     module.lm_head.weight = nn.Parameter(module.lm_head.weight.detach().clone())
     family = family_of(module.config.model_type, "test")
     names = ["model.layers.1.mlp.down_proj", "model.layers.0.self_attn.q_proj", "lm_head"]
-    scores = sensitivity(module, family, windows, names)
+    scores = sensitivity(module, family, windows, names, zero_points=True)
     with torch.no_grad():
         reference = [torch.log_softmax(module(ids).logits.float(), -1) for ids in windows]
         for name in names:
             linear = module.get_submodule(name)
             original = linear.weight.detach().clone()
-            linear.weight.copy_(rounded(linear, 4))
+            linear.weight.copy_(rounded(linear, 4, zero_points=True))
             kls = [float((r.exp() * (r - torch.log_softmax(module(ids).logits.float(), -1))).sum(-1).mean())
                    for ids, r in zip(windows, reference, strict=True)]  # fmt: skip
             linear.weight.copy_(original)
@@ -119,18 +168,24 @@ def test_plan_respects_each_budget_and_is_deterministic(tiny_llama: Model, windo
         assert torch.equal(weight.q, again.weights[name].q) and torch.equal(weight.scale, again.weights[name].scale)
     assert 4.5 <= first.bits_per_weight <= 6.0
     assert any(bits == 8 for bits in first.bits.values())
-    assert first.estimated_weight_bytes == estimated_weight_bytes(module, "a8w4", True, bits=first.bits)
+    assert first.zero_points and all(first.weights[n].offset is not None for n, b in first.bits.items() if b == 4)
+    assert first.estimated_weight_bytes == estimated_weight_bytes(module, "a8w4", True, bits=first.bits,
+                                                                  zero_points=True)  # fmt: skip
 
-    cap = estimated_weight_bytes(module, "a8w4", True, bits={n: 4 for n in linears}) + 4000
+    cap = estimated_weight_bytes(module, "a8w4", True, bits={n: 4 for n in linears}, zero_points=True) + 4000
     capped = make_plan(module, _settings(max_bytes=cap), windows, None, True)
     assert capped.estimated_weight_bytes <= cap
     assert any(bits == 8 for bits in capped.bits.values())
     with pytest.raises(UserInputError, match=r"compress\.a8w4\.max_bytes = 1000 is below the smallest"):
         make_plan(module, _settings(max_bytes=1000), windows, None, True)
 
-    plain = make_plan(module, _settings(method="hqq", mixed_precision=False), windows, None, True)
+    plain = make_plan(module, _settings(method="hqq", mixed_precision=False, zero_points=False), windows, None, True)
     assert plain.weights == {} and plain.sensitivity == {} and plain.calibration is None
     assert plain.bits == {name: 8 if name == "lm_head" else 4 for name in linears}
+    # torchao rounds only to symmetric grids: with zero points, the plan carries every Linear's integers.
+    nearest = make_plan(module, _settings(method="hqq", mixed_precision=False), windows, None, True)
+    assert set(nearest.weights) == set(linears) and nearest.calibration is None
+    assert all((w.offset is not None) == (nearest.bits[n] == 4) for n, w in nearest.weights.items())
 
 
 def test_backend_applies_the_plan_bits_and_rounding(tiny_llama: Model, windows: list[torch.Tensor]) -> None:
@@ -139,13 +194,20 @@ def test_backend_applies_the_plan_bits_and_rounding(tiny_llama: Model, windows: 
     prepared = ExecuTorchBackend().prepare(tiny_llama, options)
     module = prepared.module.model
     for name, weight in plan.weights.items():
-        tensor = module.get_submodule(name).weight
+        layer = module.get_submodule(name)
+        assert isinstance(layer, ZeroPointLinear) == (plan.bits[name] == 4), name
+        tensor = (layer.linear if isinstance(layer, ZeroPointLinear) else layer).weight
         assert tensor.target_dtype == (torch.int8 if plan.bits[name] == 8 else torch.int4), name
         assert torch.equal(tensor.qdata, weight.q) and torch.equal(tensor.scale, weight.scale), name
+        if isinstance(layer, ZeroPointLinear):  # offsets int8 per row, as the 8-bit Linears
+            offsets = layer.offsets.weight
+            assert offsets.target_dtype == torch.int8 and offsets.block_size[1] == offsets.shape[1], name
+            assert torch.allclose(offsets.dequantize() / 32, weight.offset, atol=float(weight.offset.abs().max()) / 100)
     layout = weight_layout(module, options)
     eight = sum(bits == 8 for name, bits in plan.bits.items() if name != "lm_head")
     assert f"int8 symmetric, per output channel ({eight} layers)" in layout["linear"]
-    assert layout["rounding"] == "GPTQ (act-order) on HQQ scales"
+    assert "int4 with zero points (int8 offsets on the group means), groups of 32" in layout["linear"]
+    assert layout["rounding"] == "GPTQ (act-order) on min/max zero points"
     assert options.cache_fields()["plan"] == plan.digest
 
 
@@ -159,6 +221,8 @@ def test_a_cached_plan_loads_back_identical(tiny_llama: Model, windows: list[tor
     assert hit and loaded.to_json() == made.to_json()
     for name, weight in made.weights.items():
         assert torch.equal(loaded.weights[name].q, weight.q) and loaded.weights[name].bits == weight.bits
+        assert (weight.offset is None) == (loaded.weights[name].offset is None), name
+        assert weight.offset is None or torch.equal(loaded.weights[name].offset, weight.offset), name
     (tmp_path / "weight-plans" / ("k" * 32) / "weights.safetensors").write_bytes(b"damaged")
     _, hit = cached_plan("k" * 32, lambda: made)
     assert not hit
@@ -178,6 +242,8 @@ def test_recipe_refuses_contradictory_a8w4_settings(a8w4: dict, message: str) ->
 def test_linear_storage_counts_scales(tiny_llama: Model) -> None:
     down = nn.Linear(128, 64, bias=False)
     assert linear_storage_bits(down, 4) == 128 * 64 * 4 + 64 * 4 * 16  # bf16 group scales
+    # and an int8 offset per group, with an fp32 scale per row
+    assert linear_storage_bits(down, 4, zero_points=True) == 128 * 64 * 4 + 64 * 4 * (16 + 8) + 64 * 32
     assert linear_storage_bits(down, 8) == 128 * 64 * 8 + 64 * 32
     odd = nn.Linear(48, 16, bias=False)  # no multiple of 32: per row
     assert linear_storage_bits(odd, 4) == 48 * 16 * 4 + 16 * 32
@@ -190,18 +256,19 @@ def test_quantize_report_lists_sensitivities_and_the_size_quality_curve(write_re
 
     from builder.cli import app
 
-    recipe = write_recipe(extra="[compress.a8w4]\nbits_per_weight = 5.08\n")
+    # Zero points (the default) put this model's every-Linear-at-4-bits layout at 5.21 bits per weight.
+    recipe = write_recipe(extra="[compress.a8w4]\nbits_per_weight = 5.5\n")
     out = tmp_path / "report" / "a8w4.html"
-    result = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "4.5,6.5", "--top", "3",
+    result = CliRunner().invoke(app, ["quantize-report", str(recipe), "--budgets", "5.25,6.5", "--top", "3",
                                       "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())
     labels = [p["label"] for p in data["points"]]
-    assert labels == ["recipe", "gptq, 4.5 bits/weight", "gptq, 6.5 bits/weight", "hqq, no mixed precision"]
+    assert labels == ["recipe", "gptq, 5.25 bits/weight", "gptq, 6.5 bits/weight", "hqq, no mixed precision"]
     by = {p["label"]: p for p in data["points"]}
-    assert by["recipe"]["bits_per_weight"] <= 5.08 and by["gptq, 6.5 bits/weight"]["bits_per_weight"] <= 6.5
-    assert by["gptq, 4.5 bits/weight"]["eight_bit_layers"] < by["gptq, 6.5 bits/weight"]["eight_bit_layers"]
-    assert (by["gptq, 4.5 bits/weight"]["estimated_weight_bytes"]
+    assert by["recipe"]["bits_per_weight"] <= 5.5 and by["gptq, 6.5 bits/weight"]["bits_per_weight"] <= 6.5
+    assert by["gptq, 5.25 bits/weight"]["eight_bit_layers"] < by["gptq, 6.5 bits/weight"]["eight_bit_layers"]
+    assert (by["gptq, 5.25 bits/weight"]["estimated_weight_bytes"]
             < by["gptq, 6.5 bits/weight"]["estimated_weight_bytes"])  # fmt: skip
     assert all(p["perplexity"] > 1 and 0 <= p["top1_agreement"] <= 1 for p in data["points"])
     layers = data["plan"]["layers"]

@@ -1,5 +1,6 @@
-"""The graph rewrite that hands RMSNorm's mean to XNNPACK: exact in eager, and the lowered .pte runs no
-portable mean kernel and gives the same numbers in the ExecuTorch runtime."""
+"""The graph rewrites for XNNPACK: RMSNorm's mean handed to XNNPACK (exact in eager, and the lowered .pte runs
+no portable mean kernel and gives the same numbers in the ExecuTorch runtime), and the group means that
+zero-point Linears reading one input share."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from builder.backends.xnnpack_graph import last_dim_means_as_pooling
+from builder.backends.xnnpack_graph import last_dim_means_as_pooling, shared_pure_ops
+from builder.backends.zero_point_linear import ZeroPointLinear
 from builder.inspect_pte import describe_pte
 
 
@@ -77,3 +79,43 @@ def test_the_lowered_norm_runs_inside_xnnpack(tmp_path: Path) -> None:
         torch.testing.assert_close(got, module(x), rtol=1e-5, atol=1e-5)
     assert "aten::mean.out" in operators[False]  # without the rewrite the portable kernel runs it
     assert not operators[True]  # with it the whole norm is one XNNPACK call
+
+
+class TwoZeroPointLinears(nn.Module):
+    """q and k of an attention block: two zero-point Linears reading one normed input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.norm = RMSNorm(64)
+        self.q = ZeroPointLinear(nn.Linear(64, 64, bias=False), torch.randn(64, 2, generator=generator))
+        self.k = ZeroPointLinear(nn.Linear(64, 32, bias=False), torch.randn(32, 2, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm(x)
+        return self.q(h), self.k(h)
+
+
+def test_linears_reading_one_input_pool_it_once_inside_xnnpack(tmp_path: Path) -> None:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    module = TwoZeroPointLinears().eval()
+    seq = torch.export.Dim("seq", min=1, max=64)
+    program = torch.export.export(module, (torch.randn(1, 8, 64),), dynamic_shapes={"x": {1: seq}})
+    last_dim_means_as_pooling(program)
+    assert len(means_in(program)) == 3  # the norm's, and the group means of q and of k
+    assert shared_pure_ops(program) == 3  # k's reshape, mean and reshape back
+    assert means_in(program) == [[64, 1], [32, 1]]
+    x = torch.randn(1, 5, 64)
+    for got, expected in zip(program.module()(x), module(x), strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    path = tmp_path / "zero_points.pte"
+    path.write_bytes(
+        to_edge_transform_and_lower({"forward": program}, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    )
+    assert not next(m for m in describe_pte(path).methods if m.name == "forward").operators
+    outputs = Runtime.get().load_program(path).load_method("forward").execute([x])
+    for got, expected in zip(outputs, module(x), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

@@ -22,7 +22,8 @@ from builder.backends.executorch_runners import (
     PteDecoderRunner,
     PteEncoderRunner,
 )
-from builder.backends.xnnpack_graph import last_dim_means_as_pooling
+from builder.backends.xnnpack_graph import last_dim_means_as_pooling, shared_pure_ops
+from builder.backends.zero_point_linear import ZeroPointLinear, with_zero_points
 from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
 from builder.compress.quantization import GROUP_SIZE, eight_bit_output_layer
 from builder.compress.weight_plan import WeightPlan
@@ -105,7 +106,9 @@ def _quantize(module: nn.Module, scheme: str, quantize_embeddings: bool, output_
     # Per channel for 8-bit schemes, and for 4-bit layers whose width is not a multiple of the group size.
     quantize_(module, config(PerAxis(0)), lambda m, fqn: narrow(m, grouped=False))
     if plan is not None:
-        _apply_rounding(module, plan)
+        offsets = {id(m) for m in _apply_rounding(module, plan)}
+        # Zero points' offsets: int8 per row on the group means, the scheme's 8-bit Linears' kernel.
+        quantize_(module, config(PerAxis(0), torch.int8), lambda m, fqn: id(m) in offsets)
 
 
 def _copy_for_quantization(module: nn.Module, scheme: str, quantize_embeddings: bool) -> nn.Module:
@@ -127,14 +130,16 @@ def _check_plan(module: nn.Module, plan: WeightPlan) -> None:
 
 
 @torch.no_grad()
-def _apply_rounding(module: nn.Module, plan: WeightPlan) -> None:
-    """GPTQ's integers and scales in place of torchao's round-to-nearest ones: same grid, same tensor type."""
+def _apply_rounding(module: nn.Module, plan: WeightPlan) -> list[nn.Linear]:
+    """The plan's integers and scales in place of torchao's round-to-nearest ones: same grid, same tensor type.
+    A Linear with zero points then runs its offsets beside the int4 kernel: returns their (float) Linears."""
     for name, rounded in plan.weights.items():
         weight = module.get_submodule(name).weight
         if weight.qdata.shape != rounded.q.shape or weight.scale.shape != rounded.scale.shape:
             raise RuntimeError(f"weight plan {plan.digest}: {name} has another grid than torchao gave it")
         weight.qdata.copy_(rounded.q)
         weight.scale.copy_(rounded.scale.to(weight.scale.dtype))
+    return with_zero_points(module, {name: w.offset for name, w in plan.weights.items() if w.offset is not None})
 
 
 def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, Any]:
@@ -143,24 +148,33 @@ def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, Any]
     embedding table's, and how 4-bit weights were rounded."""
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
+    wrappers = [m for m in module.modules() if isinstance(m, ZeroPointLinear)]
+    zero_points = {id(m.linear) for m in wrappers}
+    offsets = {id(m.offsets) for m in wrappers}
+
     def describe(m: nn.Module) -> str:
         w = m.weight
         if not isinstance(w, IntxUnpackedToInt8Tensor):
             return "fp32" + (" (the delegate computes in fp16)" if options.scheme == "fp16" else "")
         bits = 4 if w.target_dtype == torch.int4 else 8
         per = f"groups of {w.block_size[1]}" if w.block_size[1] < m.in_features else "per output channel"
-        return f"int{bits} symmetric, {per}"
+        grid = "with zero points (int8 offsets on the group means)" if id(m) in zero_points else "symmetric"
+        return f"int{bits} {grid}, {per}"
 
     head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
-    body = Counter(describe(m) for m in module.modules() if isinstance(m, nn.Linear) and m is not head)
+    if isinstance(head, ZeroPointLinear):
+        head = head.linear
+    body = Counter(describe(m) for m in module.modules()
+                   if isinstance(m, nn.Linear) and m is not head and id(m) not in offsets)  # fmt: skip
     if options.scheme == "palette4":
         body = Counter({"4-bit k-means palette": sum(body.values())})
     layout: dict[str, Any] = {"linear": "; ".join(f"{kind} ({count} layers)" for kind, count in body.items())}
     if isinstance(head, nn.Linear):
         layout["output_layer"] = "4-bit k-means palette" if options.scheme == "palette4" else describe(head)
     if options.scheme in ("a8w8", "a8w4"):
-        gptq = options.plan is not None and options.plan.method == "gptq"
-        layout["rounding"] = "GPTQ (act-order) on HQQ scales" if gptq else "HQQ scales"
+        plan = options.plan
+        grid = "min/max zero points" if plan is not None and plan.zero_points else "HQQ scales"
+        layout["rounding"] = f"GPTQ (act-order) on {grid}" if plan is not None and plan.method == "gptq" else grid
     elif options.scheme in ("w8", "w4"):
         layout["rounding"] = "min/max scales"
     embedding = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
@@ -270,6 +284,7 @@ class ExecuTorchBackend:
                 ) from exc
             if delegate.name == "xnnpack":
                 last_dim_means_as_pooling(program)
+                shared_pure_ops(program)
             declared_ranges = {str(symbol): bounds for symbol, bounds in program.range_constraints.items()}
             edge = to_edge_transform_and_lower(
                 {"forward": program},

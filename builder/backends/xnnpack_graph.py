@@ -5,7 +5,7 @@ XNNPACK lowers `mean.dim` only as global average pooling: a 4-D tensor averaged 
 keepdim. RMSNorm (Llama, Qwen, SmolLM, Gemma) averages a [batch, seq, hidden] tensor over its last dim, so
 each norm ran outside the delegate: a tiny 2-layer Llama lowered to 13 XNNPACK partitions and 8 with the
 rewrite, and no `aten::mean.out` left to the portable kernels. The rewrite is exact: the same mean over the
-same values, through views."""
+same values, through views. Repeated views and means of one value are merged, so each input is pooled once."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from torch.export import ExportedProgram
 
 _MEAN = torch.ops.aten.mean.dim
 _VIEW = torch.ops.aten.view.default
+# Pure ops whose repeats are merged: the group means zero-point Linears take of one input (q/k/v, gate/up).
+_SHAREABLE = {_MEAN, _VIEW, torch.ops.aten.reshape.default, torch.ops.aten.sym_size.int}
 
 
 def last_dim_means_as_pooling(program: ExportedProgram) -> int:
@@ -56,3 +58,35 @@ def _call(
     node.meta.update({key: item for key, item in replaced.meta.items() if key != "val"})
     node.meta["val"] = value
     return node
+
+
+def shared_pure_ops(program: ExportedProgram) -> int:
+    """Merges repeats of the same view, reshape or mean of the same value, in place: each zero-point Linear
+    (builder/backends/zero_point_linear.py) averages its input per group, and the Linears that read one input
+    (q, k and v; gate and up) would each pool it again. Returns how many nodes it removed."""
+    graph = program.graph_module.graph
+    seen: dict[tuple, torch.fx.Node] = {}
+    removed = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _SHAREABLE:
+            continue
+        if any(isinstance(arg, torch.fx.Node) and arg.op == "placeholder" for arg in node.args):
+            continue  # a buffer (the KV cache) may change between two reads: only computed values are merged
+        key = (node.target, _hashable(node.args), _hashable(node.kwargs))
+        first = seen.setdefault(key, node)
+        if first is not node:
+            node.replace_all_uses_with(first)
+            graph.erase_node(node)
+            removed += 1
+    if removed:
+        graph.lint()
+        program.graph_module.recompile()
+    return removed
+
+
+def _hashable(value: object) -> object:
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((key, _hashable(item)) for key, item in value.items()))
+    return value

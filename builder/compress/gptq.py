@@ -1,11 +1,13 @@
-"""GPTQ (Frantar et al., 2022) for symmetric int4 groups: round each weight column to the grid while spreading
-its error over the columns not yet rounded, weighted by the layer's input Hessian from calibration text.
+"""GPTQ (Frantar et al., 2022) for int4 groups: round each weight column to the grid while spreading its error
+over the columns not yet rounded, weighted by the layer's input Hessian from calibration text.
 
-The grid is the one XNNPACK's int4 kernels read: one scale per group of 32 inputs, no zero point. XNNPACK
-stores group scales as bf16, so they are rounded to bf16 before any weight is rounded against them. Scales
-are torchao's HQQ scales of the original weights, fixed before rounding ("static groups"), so columns can be
-visited in order of importance (act-order) and the result drops into torchao's tensor unchanged. Blocks are
-quantized in turn, each calibrated on the outputs of the blocks already quantized before it."""
+The grid is the one XNNPACK's int4 kernels read: one scale per group of 32 inputs, stored as bf16, so scales
+are rounded to bf16 before any weight is rounded against them. Symmetric grids take torchao's HQQ scales;
+with zero points, each group also has an offset its integers count from (its min/max range, which recovers
+a Q4_1 source's grid exactly), run beside the int4 kernel (builder/backends/zero_point_linear.py). Grids are
+fixed from the original weights before rounding ("static groups"), so columns can be visited in order of
+importance (act-order) and the result drops into torchao's tensor unchanged. Blocks are quantized in turn,
+each calibrated on the outputs of the blocks already quantized before it."""
 
 from __future__ import annotations
 
@@ -24,16 +26,23 @@ def grid(bits: int) -> tuple[int, int]:
 
 @dataclass
 class IntWeight:
-    """A Linear's weight on a symmetric integer grid: `q` int8 within `grid(bits)`, [out, in]; `scale` fp32,
-    [out, in / group] (one column per group; a single column is per output channel)."""
+    """A Linear's weight on an integer grid: `q` int8 within `grid(bits)`, [out, in]; `scale` fp32,
+    [out, in / group] (one column per group; a single column is per output channel); `offset`, the zero
+    points as the value each group's integers count from, like `scale` or None for a symmetric grid."""
 
     q: torch.Tensor
     scale: torch.Tensor
     bits: int
+    offset: torch.Tensor | None = None
 
     def dequantize(self) -> torch.Tensor:
-        group = self.q.shape[1] // self.scale.shape[1]
-        return self.q.float() * self.scale.repeat_interleave(group, dim=1)
+        return self.q.float() * _per_column(self.scale, self.q) + _per_column(self.offset, self.q)
+
+
+def _per_column(per_group: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+    if per_group is None:
+        return 0.0
+    return per_group.repeat_interleave(like.shape[1] // per_group.shape[1], dim=1)
 
 
 def hqq_scales(weight: torch.Tensor, group_size: int, bits: int) -> torch.Tensor:
@@ -47,18 +56,39 @@ def hqq_scales(weight: torch.Tensor, group_size: int, bits: int) -> torch.Tensor
     return scale.float()
 
 
-def round_to_grid(weight: torch.Tensor, scale: torch.Tensor, bits: int) -> IntWeight:
-    """Round to nearest on the grid `scale` sets, what torchao does without GPTQ."""
-    group = weight.shape[1] // scale.shape[1]
-    q = torch.clamp(torch.round(weight.detach().float() / scale.repeat_interleave(group, dim=1)), *grid(bits))
-    return IntWeight(q.to(torch.int8), scale, bits)
-
-
-def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, bits: int, damp: float = 0.01,
-         block: int = 128) -> IntWeight:  # fmt: skip
-    """GPTQ with act-order over fixed group scales. `hessian` is Σ xᵀx over the layer's calibration inputs."""
+def zero_point_grid(weight: torch.Tensor, group_size: int, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale (rounded to bf16, as XNNPACK stores it) and offset per group from its min/max. A weight that was
+    dequantized from a min/max grid (a Q4_1 GGUF) lands back on its own integers."""
+    groups = weight.detach().float().reshape(weight.shape[0], -1, group_size)
+    low, high = groups.amin(-1), groups.amax(-1)
     qmin, qmax = grid(bits)
-    w = weight.detach().float().clone()
+    scale = ((high - low) / (qmax - qmin)).clamp(min=torch.finfo(torch.bfloat16).tiny).to(torch.bfloat16).float()
+    return scale, low - qmin * scale
+
+
+def choose_grid(weight: torch.Tensor, group_size: int, bits: int, zero_points: bool) -> IntWeight:
+    """Round to nearest on the layer's grid: with zero points where it has groups, else HQQ's symmetric one."""
+    if zero_points and group_size < weight.shape[1]:
+        return round_to_grid(weight, *zero_point_grid(weight, group_size, bits), bits=bits)
+    return round_to_grid(weight, hqq_scales(weight, group_size, bits), bits=bits)
+
+
+def round_to_grid(weight: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None = None, *,
+                  bits: int) -> IntWeight:  # fmt: skip
+    """Round to nearest on the grid `scale` (and `offset`) sets, what torchao does without GPTQ."""
+    shifted = weight.detach().float() - _per_column(offset, weight)
+    q = torch.clamp(torch.round(shifted / _per_column(scale, weight)), *grid(bits))
+    return IntWeight(q.to(torch.int8), scale, bits, offset)
+
+
+def gptq(weight: torch.Tensor, hessian: torch.Tensor, nearest: IntWeight, damp: float = 0.01,
+         block: int = 128) -> IntWeight:  # fmt: skip
+    """GPTQ with act-order over the fixed grid of `nearest` (its scales and offsets). `hessian` is Σ xᵀx over the
+    layer's calibration inputs."""
+    scale, bits = nearest.scale, nearest.bits
+    qmin, qmax = grid(bits)
+    # Offsets are constant across a group's columns, so rounding counts from them and errors carry as before.
+    w = weight.detach().float() - _per_column(nearest.offset, weight)
     h = hessian.double().clone()
     columns = w.shape[1]
     group = columns // scale.shape[1]
@@ -85,7 +115,7 @@ def gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, bits:
             w_block[:, i:] -= error.unsqueeze(1) * h_block[i, i:].unsqueeze(0)
             errors[:, i] = error
         w[:, end:] -= errors @ h_inv[start:end, end:]
-    return IntWeight(q[:, torch.argsort(order)].to(torch.int8), scale, bits)
+    return IntWeight(q[:, torch.argsort(order)].to(torch.int8), scale, bits, nearest.offset)
 
 
 class _Stop(Exception):
@@ -152,10 +182,10 @@ Layout = Callable[[str, nn.Linear], tuple[int, int] | None]
 
 
 def _quantize_layers(linears: dict[str, nn.Linear], sums: dict[str, torch.Tensor], layout: Layout,
-                     result: dict[str, IntWeight]) -> None:  # fmt: skip
+                     zero_points: bool, result: dict[str, IntWeight]) -> None:  # fmt: skip
     for name, linear in linears.items():
         bits, group = layout(name, linear)  # type: ignore[misc]
-        weight = gptq(linear.weight, sums[name], hqq_scales(linear.weight, group, bits), bits)
+        weight = gptq(linear.weight, sums[name], choose_grid(linear.weight, group, bits, zero_points))
         linear.weight.copy_(weight.dequantize())
         result[name] = weight
 
@@ -166,12 +196,13 @@ def gptq_model(
     blocks: nn.ModuleList,
     windows: list[torch.Tensor],
     layout: Layout,
+    zero_points: bool = False,
     on_block: Callable[[int], None] | None = None,
 ) -> dict[str, IntWeight]:
     """GPTQ for every Linear that `layout` gives bits (names as in `module.named_modules()`) on the
-    calibration `windows`: those inside `blocks` block by block, then the others (the output projection) on
-    the finished blocks' outputs. `module` is changed: each chosen weight ends dequantized, as calibration
-    after it saw it."""
+    calibration `windows`, grouped ones with zero points if `zero_points`: those inside `blocks` block by
+    block, then the others (the output projection) on the finished blocks' outputs. `module` is changed: each
+    chosen weight ends dequantized, as calibration after it saw it."""
     names = {id(m): name for name, m in module.named_modules()}
 
     def chosen(modules: Iterator[nn.Module]) -> dict[str, nn.Linear]:
@@ -184,7 +215,7 @@ def gptq_model(
         with _hessians(linears) as sums:
             for args, kwargs in inputs:
                 block(*args, **kwargs)
-        _quantize_layers(linears, sums, layout, result)
+        _quantize_layers(linears, sums, layout, zero_points, result)
         inputs = [next_block_inputs(block, args, kwargs) for args, kwargs in inputs]
         if on_block is not None:
             on_block(index)
@@ -194,5 +225,5 @@ def gptq_model(
         with _hessians(rest) as sums:
             for ids in windows:
                 module(input_ids=ids, use_cache=False)
-        _quantize_layers(rest, sums, layout, result)
+        _quantize_layers(rest, sums, layout, zero_points, result)
     return result

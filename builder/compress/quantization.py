@@ -52,30 +52,35 @@ GROUP_SIZE = 32  # XNNPACK's int4 kernels read weights in groups of 32 inputs
 GROUP_SCALE_BITS = 16  # XNNPACK packs int4 group scales as bf16 (Core ML's block scales are fp16)
 
 
-def linear_storage_bits(linear: nn.Linear, bits: int) -> int:
+def linear_storage_bits(linear: nn.Linear, bits: int, zero_points: bool = False) -> int:
     """Bits a Linear's weight takes at `bits`, its scales included: 4-bit in groups of 32 inputs with a 16-bit
-    scale each (per row, fp32 scale, when the width is no multiple of 32), 8-bit per row with an fp32 scale;
-    16 and over is an unquantized float."""
+    scale each (per row, fp32 scale, when the width is no multiple of 32) and with zero points an int8 offset
+    each plus an fp32 scale per row; 8-bit per row with an fp32 scale; 16 and over is an unquantized float."""
     out_features, in_features = linear.weight.shape
     if bits >= 16:
         return linear.weight.numel() * bits
     if bits == 4 and in_features % GROUP_SIZE == 0:
-        return linear.weight.numel() * bits + out_features * (in_features // GROUP_SIZE) * GROUP_SCALE_BITS
+        groups = out_features * (in_features // GROUP_SIZE)
+        offsets = groups * 8 + out_features * 32 if zero_points else 0
+        return linear.weight.numel() * bits + groups * GROUP_SCALE_BITS + offsets
     return linear.weight.numel() * bits + out_features * 32
 
 
 def estimated_weight_bytes(module: nn.Module, scheme: str, quantize_embeddings: bool,
-                           output_layer_int8: bool = True, bits: dict[str, int] | None = None) -> int:  # fmt: skip
+                           output_layer_int8: bool = True, bits: dict[str, int] | None = None,
+                           zero_points: bool = False) -> int:  # fmt: skip
     """What the weights take once quantized: Linear weights at the scheme's bits (or `bits` by name, a mixed
-    precision plan's) with their scales, embedding tables at 8 bits with a scale per row when quantized,
-    every other parameter in fp32. A tied output projection counts twice, as exporters store it once per use."""
+    precision plan's) with their scales (and offsets with `zero_points`), embedding tables at 8 bits with a
+    scale per row when quantized, every other parameter in fp32. A tied output projection counts twice, as
+    exporters store it once per use."""
     head = eight_bit_output_layer(module, scheme) if output_layer_int8 else None
     total = 0
     counted: set[int] = set()
     for name, m in module.named_modules():
         if isinstance(m, nn.Linear):
             layer_bits = 8 if m is head else SCHEMES[scheme].weight_bits
-            total += linear_storage_bits(m, bits.get(name, layer_bits) if bits else layer_bits) // 8
+            layer_bits = bits.get(name, layer_bits) if bits else layer_bits
+            total += linear_storage_bits(m, layer_bits, zero_points) // 8
             counted.add(id(m.weight))
         elif isinstance(m, nn.Embedding):
             total += m.weight.numel() + m.weight.shape[0] * 4 if quantize_embeddings else m.weight.numel() * 4

@@ -1,11 +1,12 @@
 """The a8w4 weight plan: which Linears keep 8 bits and how each is rounded, decided once per model.
 
-1. Sensitivity: each Linear alone is rounded to 4 bits (HQQ scales) and the model's output on calibration
-   text is compared with the unrounded model's (KL of next-token distributions for decoders, 1 − cosine of
-   the last hidden states for encoders).
+1. Sensitivity: each Linear alone is rounded to 4 bits (with zero points, or on HQQ's symmetric scales) and
+   the model's output on calibration text is compared with the unrounded model's (KL of next-token
+   distributions for decoders, 1 − cosine of the last hidden states for encoders).
 2. Mixed precision: the Linears that move the output most per extra byte go to 8 bits (per channel) while
-   the recipe's budget allows.
-3. Rounding: GPTQ on every Linear at its chosen bits (or HQQ scales alone with method = "hqq").
+   the recipe's budget allows, where 8 bits round the weight closer than 4 do at all (a weight already on
+   a 4-bit grid, as a Q4_1 GGUF's, is exact at 4 bits with zero points and is not measured).
+3. Rounding: GPTQ on every Linear at its chosen bits (or round to nearest with method = "hqq").
 
 The ExecuTorch backend applies the plan on top of torchao's tensors (builder/backends/executorch.py), and
 the manifest records it. Computing it costs minutes on a 135M model, so it is cached by its inputs."""
@@ -30,12 +31,11 @@ from builder.compress.architecture import Family, family_of, submodule
 from builder.compress.gptq import (
     BlockInputs,
     IntWeight,
+    choose_grid,
     first_block_inputs,
     gptq_model,
     hidden_states,
-    hqq_scales,
     next_block_inputs,
-    round_to_grid,
 )
 from builder.compress.quantization import GROUP_SIZE, estimated_weight_bytes, linear_storage_bits
 from builder.errors import UserInputError
@@ -43,7 +43,7 @@ from builder.paths import cache_dir, published_folder
 from builder.recipe import CompressSection
 from builder.tools import tool_versions
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: zero points (offsets stored beside the integers and scales)
 _SOURCES = ("gptq.py", "weight_plan.py", "quantization.py", "generated.py")
 
 
@@ -51,13 +51,16 @@ _SOURCES = ("gptq.py", "weight_plan.py", "quantization.py", "generated.py")
 class WeightPlan:
     method: str  # "gptq" or "hqq"
     bits: dict[str, int]  # every Linear by name: 4 or 8
-    weights: dict[str, IntWeight] = field(default_factory=dict)  # GPTQ's rounding (empty for hqq)
+    # Each Linear's integers, scales and offsets: GPTQ's, or round to nearest with zero points (empty for hqq
+    # without them: torchao's own rounding).
+    weights: dict[str, IntWeight] = field(default_factory=dict)
     sensitivity: dict[str, float] = field(default_factory=dict)  # output change with only this Linear at 4 bits
     budget: dict[str, float] = field(default_factory=dict)
     forced: dict[str, int] = field(default_factory=dict)  # bits the recipe fixed (compress.output_layer_int8)
     calibration: dict[str, Any] | None = None
     estimated_weight_bytes: int = 0
     bits_per_weight: float = 0.0
+    zero_points: bool = False
     digest: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +69,7 @@ class WeightPlan:
         layers = [{"name": n, "bits": self.bits[n], "sensitivity": self.sensitivity.get(n)} for n in order]
         return {
             "method": self.method,
+            "zero_points": self.zero_points,
             "budget": self.budget,
             "forced": self.forced,
             "calibration": self.calibration,
@@ -86,10 +90,17 @@ def group_of(linear: nn.Linear, bits: int) -> int:
     return GROUP_SIZE if bits == 4 and linear.in_features % GROUP_SIZE == 0 else linear.in_features
 
 
-def rounded(linear: nn.Linear, bits: int) -> torch.Tensor:
-    """The weight rounded to nearest on its HQQ-scaled grid, dequantized."""
-    group = group_of(linear, bits)
-    return round_to_grid(linear.weight, hqq_scales(linear.weight, group, bits), bits).dequantize()
+def rounded(linear: nn.Linear, bits: int, zero_points: bool) -> torch.Tensor:
+    """The weight rounded to nearest on its grid, dequantized."""
+    return choose_grid(linear.weight, group_of(linear, bits), bits, zero_points).dequantize()
+
+
+@torch.no_grad()
+def eight_bits_help(linear: nn.Linear, zero_points: bool) -> bool:
+    """Whether 8 bits round the weight closer than 4 do: not for one already on a 4-bit grid."""
+    weight = linear.weight.float()
+    error = {bits: float((rounded(linear, bits, zero_points) - weight).square().sum()) for bits in (4, 8)}
+    return error[8] < error[4]
 
 
 def _output_head(module: nn.Module) -> str | None:
@@ -118,7 +129,7 @@ class _Output:
 
 @torch.no_grad()
 def sensitivity(module: nn.Module, family: Family, windows: list[torch.Tensor], names: list[str],
-                on_layer: Callable[[], None] | None = None) -> dict[str, float]:  # fmt: skip
+                zero_points: bool, on_layer: Callable[[], None] | None = None) -> dict[str, float]:  # fmt: skip
     """How much the output moves when only the Linear `name` is rounded to 4 bits, for each of `names`.
     A Linear inside block i reruns blocks i.. from that block's recorded inputs, not the whole model."""
     module = module.eval()
@@ -135,7 +146,7 @@ def sensitivity(module: nn.Module, family: Family, windows: list[torch.Tensor], 
         linear = linears[name]
         start = block_of.get(id(linear), len(blocks))  # outside the blocks: the output projection
         original = linear.weight.detach().clone()
-        linear.weight.copy_(rounded(linear, 4))
+        linear.weight.copy_(rounded(linear, 4, zero_points))
         distances = []
         for window, ref in zip(inputs[start], reference, strict=True):
             for block in blocks[start:]:
@@ -149,16 +160,16 @@ def sensitivity(module: nn.Module, family: Family, windows: list[torch.Tensor], 
 
 
 def choose_bits(linears: dict[str, nn.Linear], scores: dict[str, float], forced: dict[str, int],
-                budget_bits: int) -> dict[str, int]:  # fmt: skip
-    """Every Linear at 4 bits but the `forced` ones, then the ones whose 8 bits buy the most output per extra
-    byte, greedily, while the storage (scales included) stays within `budget_bits`."""
+                budget_bits: int, zero_points: bool = False) -> dict[str, int]:  # fmt: skip
+    """Every Linear at 4 bits but the `forced` ones, then the ones (of those `scores` has) whose 8 bits buy the
+    most output per extra byte, greedily, while the storage (scales included) stays within `budget_bits`."""
     bits = {name: forced.get(name, 4) for name in linears}
-    spent = sum(linear_storage_bits(linears[n], b) for n, b in bits.items())
+    spent = sum(linear_storage_bits(linears[n], b, zero_points) for n, b in bits.items())
     if spent > budget_bits:
         raise ValueError(spent)
 
     def extra(name: str) -> int:
-        return linear_storage_bits(linears[name], 8) - linear_storage_bits(linears[name], 4)
+        return linear_storage_bits(linears[name], 8) - linear_storage_bits(linears[name], 4, zero_points)
 
     for name in sorted(scores, key=lambda n: (-scores[n] / max(extra(n), 1), n)):
         if name not in forced and spent + extra(name) <= budget_bits:
@@ -179,11 +190,12 @@ def _budget_bits(module: nn.Module, linears: dict[str, nn.Linear], budget: dict[
     return int((budget["max_bytes"] - rest) * 8)
 
 
-def _summary(module: nn.Module, linears: dict[str, nn.Linear], bits: dict[str, int],
-             quantize_embeddings: bool) -> tuple[int, float]:  # fmt: skip
-    storage = sum(linear_storage_bits(m, bits[n]) for n, m in linears.items())
+def _summary(module: nn.Module, linears: dict[str, nn.Linear], bits: dict[str, int], quantize_embeddings: bool,
+             zero_points: bool) -> tuple[int, float]:  # fmt: skip
+    storage = sum(linear_storage_bits(m, bits[n], zero_points) for n, m in linears.items())
     numel = sum(m.weight.numel() for m in linears.values())
-    return estimated_weight_bytes(module, "a8w4", quantize_embeddings, bits=bits), storage / max(numel, 1)
+    total = estimated_weight_bytes(module, "a8w4", quantize_embeddings, bits=bits, zero_points=zero_points)
+    return total, storage / max(numel, 1)
 
 
 def forced_bits(module: nn.Module, settings: CompressSection) -> dict[str, int]:
@@ -196,12 +208,19 @@ def forced_bits(module: nn.Module, settings: CompressSection) -> dict[str, int]:
     return {head: 8 if choice else 4} if head is not None and choice is not None else {}
 
 
+def eight_bit_candidates(module: nn.Module, settings: CompressSection) -> list[str]:
+    """The Linears mixed precision measures: those the recipe does not fix, where 8 bits would help at all."""
+    forced = forced_bits(module, settings)
+    zero_points = settings.a8w4.zero_points
+    return [name for name, m in linears_of(module).items() if name not in forced and eight_bits_help(m, zero_points)]
+
+
 def plan_steps(module: nn.Module, settings: CompressSection, scores_known: bool) -> int:
     """How many times `make_plan` reports progress: once per Linear measured, once per block GPTQ rounds."""
     a8w4 = settings.a8w4
     measured = 0
     if a8w4.mixed_precision and not scores_known:
-        measured = len(linears_of(module)) - len(forced_bits(module, settings))
+        measured = len(eight_bit_candidates(module, settings))
     blocks = len(family_of(module.config.model_type, "compress.a8w4").block_list(module))
     return measured + (blocks if a8w4.method == "gptq" else 0)
 
@@ -224,7 +243,8 @@ def plan_key(weights_digest: str, settings: CompressSection, calibration: dict[s
 def sensitivity_key(weights_digest: str, settings: CompressSection, calibration: dict[str, Any] | None) -> str:
     """What the sensitivity scores depend on: not the budget or rounding method, so trying budgets reuses them."""
     return _key({"weights": weights_digest, "windows": settings.a8w4.sensitivity_windows,
-                 "calibration": calibration, "output_layer_int8": settings.output_layer_int8})  # fmt: skip
+                 "zero_points": settings.a8w4.zero_points, "calibration": calibration,
+                 "output_layer_int8": settings.output_layer_int8})  # fmt: skip
 
 
 def cached_scores(key: str) -> dict[str, float] | None:
@@ -270,12 +290,17 @@ def make_plan(
     if budget:
         assert family is not None
         budget_bits = _budget_bits(module, linears, budget, quantize_embeddings)
-        candidates = [name for name in linears if name not in forced]
+        smallest = sum(linear_storage_bits(m, forced.get(n, 4), a8w4.zero_points) for n, m in linears.items())
+        if a8w4.bits_per_weight is None and a8w4.max_bytes is None and smallest > budget_bits:
+            # The default budget never refuses a model: one whose every Linear at 4 bits takes more (narrow
+            # layers' per-row scales, zero points) gets that smallest layout, and the plan records it.
+            budget_bits = smallest
+            budget = {"bits_per_weight": round(smallest / sum(m.weight.numel() for m in linears.values()), 4)}
         if scores is None:
-            scores = sensitivity(copy.deepcopy(module), family, windows[: a8w4.sensitivity_windows], candidates,
-                                 on_progress)  # fmt: skip
+            scores = sensitivity(copy.deepcopy(module), family, windows[: a8w4.sensitivity_windows],
+                                 eight_bit_candidates(module, settings), a8w4.zero_points, on_progress)  # fmt: skip
         try:
-            bits = choose_bits(linears, scores, forced, budget_bits)
+            bits = choose_bits(linears, scores, forced, budget_bits, a8w4.zero_points)
         except ValueError as exc:
             smallest = int(exc.args[0])
             key, value = next(iter(budget.items()))
@@ -292,10 +317,14 @@ def make_plan(
         work = copy.deepcopy(module).eval()
         report_block = (lambda _: on_progress()) if on_progress else None
         weights = gptq_model(work, family.block_list(work), windows,
-                             lambda name, m: (bits[name], group_of(m, bits[name])), report_block)  # fmt: skip
-    total, per_weight = _summary(module, linears, bits, quantize_embeddings)
+                             lambda name, m: (bits[name], group_of(m, bits[name])), a8w4.zero_points,
+                             report_block)  # fmt: skip
+    elif a8w4.zero_points:  # torchao rounds only to symmetric grids: the plan carries the integers
+        weights = {name: choose_grid(m.weight, group_of(m, bits[name]), bits[name], True)
+                   for name, m in linears.items()}  # fmt: skip
+    total, per_weight = _summary(module, linears, bits, quantize_embeddings, a8w4.zero_points)
     return WeightPlan(a8w4.method, bits, weights, scores, budget, forced, calibration if calibrated else None,
-                      total, per_weight)  # fmt: skip
+                      total, per_weight, a8w4.zero_points)  # fmt: skip
 
 
 def generated_key(weights_digest: str, generated: dict[str, Any]) -> str:
@@ -329,7 +358,7 @@ def cached_plan(key: str, compute: Callable[[], WeightPlan]) -> tuple[WeightPlan
     plan.digest = key
     with published_folder(folder) as staging:
         tensors = {f"{name}.{part}": getattr(w, part).contiguous() for name, w in plan.weights.items()
-                   for part in ("q", "scale")}  # fmt: skip
+                   for part in ("q", "scale", "offset") if getattr(w, part) is not None}  # fmt: skip
         save_file(tensors, str(staging / "weights.safetensors"))
         record = {k: v for k, v in plan.__dict__.items() if k != "weights"}
         record["weight_bits"] = {name: w.bits for name, w in plan.weights.items()}
@@ -341,7 +370,7 @@ def _load(folder: Path, key: str) -> WeightPlan:
     record = json.loads((folder / "plan.json").read_text())
     tensors = load_file(str(folder / "weights.safetensors"))
     weight_bits = record.pop("weight_bits")
-    weights = {name: IntWeight(tensors[f"{name}.q"], tensors[f"{name}.scale"], bits)
+    weights = {name: IntWeight(tensors[f"{name}.q"], tensors[f"{name}.scale"], bits, tensors.get(f"{name}.offset"))
                for name, bits in weight_bits.items()}  # fmt: skip
     plan = WeightPlan(weights=weights, **record)
     if plan.digest != key:
