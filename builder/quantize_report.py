@@ -128,6 +128,10 @@ def print_report(report: QuantizeReport, console: Console, top: int) -> None:
     console.print(table)
     if len(layers) > top:
         console.print(f"[dim]{len(layers) - top} less sensitive Linears not shown (--top).[/dim]")
+    unmeasured = len(plan["layers"]) - len(layers) - len(plan["forced"])
+    if unmeasured:
+        console.print(f"[dim]{unmeasured} Linears not measured: 8 bits would round them no closer than 4 "
+                      f"({'zero points' if plan['zero_points'] else 'symmetric groups'}).[/dim]")  # fmt: skip
     e = report.eval
     columns = ["setting", "bits/weight", "8-bit Linears", "weights MB"]
     columns += ["perplexity", "Δ", "top-1 vs original", "KL"] if report.decoder else ["cosine", "ρ"]
