@@ -151,13 +151,15 @@ class A8W4Section(_Section):
     """How a8w4 rounds its 4-bit weights and which Linears keep 8 bits, on ExecuTorch targets
     (builder/compress/weight_plan.py). Both read the compress.calibration text."""
 
-    # gptq: rounds each layer against its calibration inputs (Hessian); hqq: scale search alone, no calibration.
+    # gptq: rounds each layer against its calibration inputs (Hessian); hqq: round to nearest on the grid (HQQ's
+    # scale search for symmetric groups), no calibration.
     method: Literal["gptq", "hqq"] = "gptq"
-    # Zero points: each group of 32 int4 weights counts from its own offset (asymmetric, min/max), as a Q4_1
-    # GGUF's do, so such a source keeps its exact weights (SmolLM2: Hamlet perplexity +1.8% instead of +5%
-    # with activations at 8 bits). XNNPACK's int4 kernels take none, so the offsets run beside them as a small
-    # matmul on the input's group sums: 16 more bits per group (0.5 per weight) and 3 more ops per Linear.
-    # false: symmetric groups on HQQ scales.
+    # Zero points: each group of 32 int4 weights counts from its own offset (asymmetric, a min/max grid), as a
+    # Q4_1 GGUF's do, so such a source keeps its exact weights. XNNPACK's int4 kernels take none, so the
+    # offsets run beside them, an int8 matmul on the input's group means (builder/backends/zero_point_linear.py):
+    # ~0.3 more bits per weight and a few more ops per Linear. SmolLM2's .pte: perplexity +3.6% on Hamlet, +5.5%
+    # on Python docs, +4.6% on GPL-3 (symmetric: +4.7%, +10.3%, +16.3%) in 4% fewer bytes, decoding ~15%
+    # slower. false: symmetric groups on HQQ scales.
     zero_points: bool = True
     # Sensitivity-driven mixed precision: the Linears whose 4-bit rounding moves the output most (KL on the
     # calibration text) stay at 8 bits while the budget allows. One budget: bits_per_weight averages over
@@ -191,9 +193,9 @@ class A8W4Section(_Section):
         return {"bits_per_weight": self.bits_per_weight or DEFAULT_BITS_PER_WEIGHT}
 
 
-# 16% of Linear weights at 8 bits: SmolLM2-135M's .pte stays within 1.1x the bytes of the all-4-bit export
-# (114.5 MB; optimum-executorch's 8da4w: 104.8 MB) at +4.7% perplexity on Hamlet where that export costs +53%
-# (bench/quality_4bit.py, with the default calibration).
+# Keeps SmolLM2-135M's .pte within 1.1x the bytes of optimum-executorch's all-4-bit 8da4w export (104.8 MB): with
+# zero points every Linear at 4 bits takes 4.80 bits per weight (110.1 MB; an 8-bit output layer would not
+# fit), symmetric ones leave room for 16% of Linear weights at 8 bits (114.5 MB). bench/quality_4bit.py.
 DEFAULT_BITS_PER_WEIGHT = 5.08
 
 

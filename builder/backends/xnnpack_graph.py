@@ -41,13 +41,9 @@ def last_dim_means_as_pooling(program: ExportedProgram) -> int:
             pooled_value = wide.meta["val"].mean([2, 3], keepdim=True)
             pooled = _call(graph, node, _MEAN, (wide, [2, 3], True), pooled_value)
             result = _call(graph, node, _VIEW, (pooled, pooled_shape), pooled_value.view(pooled_shape))
-        node.replace_all_uses_with(result)
-        graph.erase_node(node)
+        _replace(node, result)
         rewritten += 1
-    if rewritten:
-        graph.lint()
-        program.graph_module.recompile()
-    return rewritten
+    return _recompiled(program, rewritten)
 
 
 def _call(
@@ -75,13 +71,21 @@ def shared_pure_ops(program: ExportedProgram) -> int:
         key = (node.target, _hashable(node.args), _hashable(node.kwargs))
         first = seen.setdefault(key, node)
         if first is not node:
-            node.replace_all_uses_with(first)
-            graph.erase_node(node)
+            _replace(node, first)
             removed += 1
-    if removed:
-        graph.lint()
+    return _recompiled(program, removed)
+
+
+def _replace(node: torch.fx.Node, by: torch.fx.Node) -> None:
+    node.replace_all_uses_with(by)
+    node.graph.erase_node(node)
+
+
+def _recompiled(program: ExportedProgram, changes: int) -> int:
+    if changes:
+        program.graph_module.graph.lint()
         program.graph_module.recompile()
-    return removed
+    return changes
 
 
 def _hashable(value: object) -> object:
