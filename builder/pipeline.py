@@ -28,6 +28,7 @@ from builder.compress.weight_plan import (
     cached_plan,
     cached_scores,
     cached_windows,
+    eight_bit_candidates,
     generated_key,
     make_plan,
     plan_key,
@@ -158,10 +159,12 @@ class WeightPlans:
                 own = self._generated(record["generated"])
                 plan_windows = interleaved(windows, own)
                 calibration = {**record, "generated": {**record["generated"], "sha256": ids_digest(own)}}
-            steps = plan_steps(self.model.module, settings, scores is not None)
-            with self.progress.count(what, steps) as advance:
-                made = make_plan(self.model.module, settings, plan_windows, calibration, quantize_embeddings, advance,
-                                 scores)  # fmt: skip
+            module = self.model.module
+            # Which Linears 8 bits could help is found once, for the progress count and the plan.
+            candidates = eight_bit_candidates(module, settings) if scores is None and a8w4.mixed_precision else []
+            with self.progress.count(what, plan_steps(module, settings, len(candidates))) as advance:
+                made = make_plan(module, settings, plan_windows, calibration, quantize_embeddings, advance, scores,
+                                 candidates)  # fmt: skip
             if scores is None and made.sensitivity:
                 store_scores(scores_key, made.sensitivity)
             return made

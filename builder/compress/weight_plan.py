@@ -215,14 +215,10 @@ def eight_bit_candidates(module: nn.Module, settings: CompressSection) -> list[s
     return [name for name, m in linears_of(module).items() if name not in forced and eight_bits_help(m, zero_points)]
 
 
-def plan_steps(module: nn.Module, settings: CompressSection, scores_known: bool) -> int:
-    """How many times `make_plan` reports progress: once per Linear measured, once per block GPTQ rounds."""
-    a8w4 = settings.a8w4
-    measured = 0
-    if a8w4.mixed_precision and not scores_known:
-        measured = len(eight_bit_candidates(module, settings))
+def plan_steps(module: nn.Module, settings: CompressSection, measured: int) -> int:
+    """How many times `make_plan` reports progress: once per Linear `measured`, once per block GPTQ rounds."""
     blocks = len(family_of(module.config.model_type, "compress.a8w4").block_list(module))
-    return measured + (blocks if a8w4.method == "gptq" else 0)
+    return measured + (blocks if settings.a8w4.method == "gptq" else 0)
 
 
 def _key(payload: dict[str, Any]) -> str:
@@ -276,9 +272,11 @@ def make_plan(
     quantize_embeddings: bool,
     on_progress: Callable[[], None] | None = None,
     scores: dict[str, float] | None = None,
+    candidates: list[str] | None = None,
 ) -> WeightPlan:
     """The plan for `module` (not changed). `windows` are the calibration windows `calibration` describes;
-    `scores`, sensitivities measured before with the same settings, are not measured again."""
+    `scores`, sensitivities measured before with the same settings, are not measured again; `candidates`,
+    the Linears to measure when the caller has them (eight_bit_candidates), are not chosen again."""
     a8w4 = settings.a8w4
     calibrated = a8w4.reads_calibration
     family = None
@@ -297,8 +295,10 @@ def make_plan(
             budget_bits = smallest
             budget = {"bits_per_weight": round(smallest / sum(m.weight.numel() for m in linears.values()), 4)}
         if scores is None:
-            scores = sensitivity(copy.deepcopy(module), family, windows[: a8w4.sensitivity_windows],
-                                 eight_bit_candidates(module, settings), a8w4.zero_points, on_progress)  # fmt: skip
+            if candidates is None:
+                candidates = eight_bit_candidates(module, settings)
+            scores = sensitivity(copy.deepcopy(module), family, windows[: a8w4.sensitivity_windows], candidates,
+                                 a8w4.zero_points, on_progress)  # fmt: skip
         try:
             bits = choose_bits(linears, scores, forced, budget_bits, a8w4.zero_points)
         except ValueError as exc:
