@@ -22,6 +22,7 @@ from builder.backends.executorch_runners import (
     PteDecoderRunner,
     PteEncoderRunner,
 )
+from builder.backends.fused_projections import FusedProjection, fuse_projections, linear_layers
 from builder.backends.xnnpack_graph import last_dim_means_as_pooling, shared_pure_ops
 from builder.backends.zero_point_linear import ZeroPointLinear, with_zero_points
 from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
@@ -148,28 +149,22 @@ def weight_layout(module: nn.Module, options: LoweringOptions) -> dict[str, Any]
     embedding table's, and how 4-bit weights were rounded."""
     from torchao.quantization import IntxUnpackedToInt8Tensor
 
-    wrappers = [m for m in module.modules() if isinstance(m, ZeroPointLinear)]
-    zero_points = {id(m.linear) for m in wrappers}
-    offsets = {id(m.offsets) for m in wrappers}
-
-    def describe(m: nn.Module) -> str:
+    def describe(layer: nn.Module) -> str:
+        m = layer.linear if isinstance(layer, ZeroPointLinear) else layer
         w = m.weight
         if not isinstance(w, IntxUnpackedToInt8Tensor):
             return "fp32" + (" (the delegate computes in fp16)" if options.scheme == "fp16" else "")
         bits = 4 if w.target_dtype == torch.int4 else 8
         per = f"groups of {w.block_size[1]}" if w.block_size[1] < m.in_features else "per output channel"
-        grid = "with zero points (int8 offsets on the group means)" if id(m) in zero_points else "symmetric"
+        grid = "with zero points (int8 offsets on the group means)" if m is not layer else "symmetric"
         return f"int{bits} {grid}, {per}"
 
     head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
-    if isinstance(head, ZeroPointLinear):
-        head = head.linear
-    body = Counter(describe(m) for m in module.modules()
-                   if isinstance(m, nn.Linear) and m is not head and id(m) not in offsets)  # fmt: skip
+    body = Counter(describe(m) for m in linear_layers(module) if m is not head)
     if options.scheme == "palette4":
         body = Counter({"4-bit k-means palette": sum(body.values())})
     layout: dict[str, Any] = {"linear": "; ".join(f"{kind} ({count} layers)" for kind, count in body.items())}
-    if isinstance(head, nn.Linear):
+    if isinstance(head, nn.Linear | ZeroPointLinear):
         layout["output_layer"] = "4-bit k-means palette" if options.scheme == "palette4" else describe(head)
     if options.scheme in ("a8w8", "a8w4"):
         plan = options.plan
@@ -229,13 +224,27 @@ def runtime_has_delegate(backend_id: str) -> bool:
 
 
 def _bind(prepared: Prepared, delegate: Delegate) -> Prepared:
-    """The prepared decoder in the form the delegate takes: for one without ExecuTorch's custom LLM ops
-    (Core ML), the same compressed model re-wrapped with a standard-op static cache. Done in place, once:
-    wrapping switches the model's attention, so the custom-op wrapper must not be used afterwards."""
+    """The prepared model in the form the delegate takes, done in place, once:
+    - for XNNPACK, Linears that read one input fused into one (builder/backends/fused_projections.py);
+    - for a decoder without ExecuTorch's custom LLM ops (Core ML), the same compressed model re-wrapped with a
+      standard-op static cache. Wrapping switches the model's attention, so the custom-op wrapper must not be
+      used afterwards."""
+    if delegate.name == "xnnpack" and not any(isinstance(m, FusedProjection) for m in prepared.module.modules()):
+        fuse_projections(prepared.module, lambda: _example_forward(prepared.runner))
     if not delegate.custom_llm_ops and isinstance(prepared.module, ExportableDecoder):
         wrapper = StaticCacheDecoder(prepared.module.model, prepared.module.max_context).eval()
         prepared.module, prepared.runner = wrapper, EagerDecoderRunner(wrapper)  # type: ignore[arg-type]
     return prepared
+
+
+def _example_forward(runner: Runner) -> None:
+    """Two tokens through the eager model, leaving its KV cache as it was (empty)."""
+    tokens = torch.tensor([[1, 2]])
+    if isinstance(runner, EagerDecoderRunner):
+        runner.logits(tokens, 0)
+        runner.reset()
+    else:
+        runner.embed(tokens, torch.ones_like(tokens))
 
 
 class ExecuTorchBackend:

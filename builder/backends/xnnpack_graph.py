@@ -5,17 +5,21 @@ XNNPACK lowers `mean.dim` only as global average pooling: a 4-D tensor averaged 
 keepdim. RMSNorm (Llama, Qwen, SmolLM, Gemma) averages a [batch, seq, hidden] tensor over its last dim, so
 each norm ran outside the delegate: a tiny 2-layer Llama lowered to 13 XNNPACK partitions and 8 with the
 rewrite, and no `aten::mean.out` left to the portable kernels. The rewrite is exact: the same mean over the
-same values, through views. Repeated views and means of one value are merged, so each input is pooled once."""
+same values, through views. Repeated views and means of one value are merged, so each input is pooled once,
+and so are the repeated calls of a fused projection (builder/backends/fused_projections.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch.export import ExportedProgram
 
+from builder.backends.fused_projections import FusedProjection
+
 _MEAN = torch.ops.aten.mean.dim
 _VIEW = torch.ops.aten.view.default
 # Pure ops whose repeats are merged: the group means zero-point Linears take of one input (q/k/v, gate/up).
 _SHAREABLE = {_MEAN, _VIEW, torch.ops.aten.reshape.default, torch.ops.aten.sym_size.int}
+_FUSED_PROJECTION = f"{FusedProjection.__module__}.{FusedProjection.__qualname__}"
 
 
 def last_dim_means_as_pooling(program: ExportedProgram) -> int:
@@ -57,23 +61,35 @@ def _call(
 
 
 def shared_pure_ops(program: ExportedProgram) -> int:
-    """Merges repeats of the same view, reshape or mean of the same value, in place: each zero-point Linear
-    (builder/backends/zero_point_linear.py) averages its input per group, and the Linears that read one input
-    (q, k and v; gate and up) would each pool it again. Returns how many nodes it removed."""
+    """Merges repeats of the same op on the same values, in place, where the op is known to be pure:
+    - a view, reshape or mean: each zero-point Linear (builder/backends/zero_point_linear.py) averages its
+      input per group, and the Linears that read one input (q, k and v; gate and up) would each pool it again;
+    - any op traced inside a fused projection, whose every output slice calls it again on the same input.
+    Returns how many nodes it removed."""
     graph = program.graph_module.graph
     seen: dict[tuple, torch.fx.Node] = {}
     removed = 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in _SHAREABLE:
+        if node.op != "call_function":
             continue
-        if any(isinstance(arg, torch.fx.Node) and arg.op == "placeholder" for arg in node.args):
-            continue  # a buffer (the KV cache) may change between two reads: only computed values are merged
+        # A fused projection holds only quantization ops, matmuls, views and adds, and reads weights (never
+        # mutated) and its computed input.
+        if not _in_fused_projection(node):
+            if node.target not in _SHAREABLE:
+                continue
+            if any(isinstance(arg, torch.fx.Node) and arg.op == "placeholder" for arg in node.args):
+                continue  # a buffer (the KV cache) may change between two reads: only computed values merge
         key = (node.target, _hashable(node.args), _hashable(node.kwargs))
         first = seen.setdefault(key, node)
         if first is not node:
             _replace(node, first)
             removed += 1
     return _recompiled(program, removed)
+
+
+def _in_fused_projection(node: torch.fx.Node) -> bool:
+    """Whether torch.export traced `node` inside a FusedProjection (its module stack names the class)."""
+    return any(str(kind).endswith(_FUSED_PROJECTION) for _, kind in node.meta.get("nn_module_stack", {}).values())
 
 
 def _replace(node: torch.fx.Node, by: torch.fx.Node) -> None:

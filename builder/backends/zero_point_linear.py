@@ -16,14 +16,17 @@ from builder.compress.quantization import GROUP_SIZE
 
 class ZeroPointLinear(nn.Module):
     """`linear` (int4 groups, symmetric) plus `offsets`, a Linear from the input's group means whose weight is
-    32 times the offset of each output's groups."""
+    32 times the offset of each output's groups (given as that Linear, or as the offsets to make it from)."""
 
-    def __init__(self, linear: nn.Module, offsets: torch.Tensor) -> None:
+    def __init__(self, linear: nn.Module, offsets: torch.Tensor | nn.Linear) -> None:
         super().__init__()
         self.linear = linear
-        self.offsets = nn.Linear(offsets.shape[1], offsets.shape[0], bias=False)
-        with torch.no_grad():
-            self.offsets.weight.copy_(offsets * GROUP_SIZE)
+        if isinstance(offsets, torch.Tensor):
+            made = nn.Linear(offsets.shape[1], offsets.shape[0], bias=False)
+            with torch.no_grad():
+                made.weight.copy_(offsets * GROUP_SIZE)
+            offsets = made
+        self.offsets = offsets
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # [batch, seq * groups, 32, 1] averaged over its last two dims: the form XNNPACK pools. Shapes name
