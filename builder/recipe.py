@@ -158,8 +158,8 @@ class A8W4Section(_Section):
     # Q4_1 GGUF's do, so such a source keeps its exact weights. XNNPACK's int4 kernels take none, so the
     # offsets run beside them, an int8 matmul on the input's group means (builder/backends/zero_point_linear.py):
     # ~0.3 more bits per weight and a few more ops per Linear. SmolLM2's .pte: perplexity +3.6% on Hamlet, +5.5%
-    # on Python docs, +4.6% on GPL-3 (symmetric: +4.7%, +10.3%, +16.3%) in 4% fewer bytes, decoding ~15%
-    # slower. false: symmetric groups on HQQ scales.
+    # on Python docs, +4.6% on GPL-3 (symmetric: +4.7%, +10.3%, +16.3%) in 4% fewer bytes, decoding 3% slower
+    # than the symmetric .pte before fused projections (11% unfused). false: symmetric groups on HQQ scales.
     zero_points: bool = True
     # Sensitivity-driven mixed precision: the Linears whose 4-bit rounding moves the output most (KL on the
     # calibration text) stay at 8 bits while the budget allows. One budget: bits_per_weight averages over

@@ -6,7 +6,7 @@ arithmetic in a third of the ops, and a wider matmul spreads better over threads
 concatenated as they are (each row has its own scales and offsets), so the fused Linear is exact; its
 output is sliced back into each Linear's, and the model's code is left as it is. XNNPACK takes no slice of a
 tensor with a dynamic dimension (the sequence), so the slices are copies in ExecuTorch's portable kernels:
-on a 6-layer cut of SmolLM2 with zero points, decode still went from 213 to 319 tok/s.
+SmolLM2's default a8w4 (zero points) still decoded 102.4 tok/s against 94.0 unfused, measured in turn.
 
 Which Linears share an input is observed, not assumed from names: one forward records the tensor each
 Linear reads, and only Linears with the same layout (bits, groups, zero points, bias) are fused."""
