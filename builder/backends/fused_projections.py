@@ -2,7 +2,8 @@
 
 On XNNPACK each Linear is its own fully-connected op behind its own dynamic quantization of the input and,
 with zero points, its own offsets matmul and add. One Linear holding the rows of all of them does the same
-arithmetic in a third of the ops, and a wider matmul spreads better over threads. The weights' rows are
+arithmetic with one of each per input (q, k and v: a third of the ops), and a wider matmul spreads better
+over threads. The weights' rows are
 concatenated as they are (each row has its own scales and offsets), so the fused Linear is exact; its
 output is sliced back into each Linear's, and the model's code is left as it is. XNNPACK takes no slice of a
 tensor with a dynamic dimension (the sequence), so the slices are copies in ExecuTorch's portable kernels:
