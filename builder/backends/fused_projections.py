@@ -14,6 +14,7 @@ Linear reads, and only Linears with the same layout (bits, groups, zero points, 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from builder.backends.zero_point_linear import ZeroPointLinear
+from builder.compress.architecture import set_submodule
 
 
 class FusedProjection(nn.Module):
@@ -70,8 +72,7 @@ def fuse_projections(module: nn.Module, run: Callable[[], Any]) -> int:
         start = 0
         for name, member in zip(group, members, strict=True):
             stop = start + _out_features(member)
-            parent_name, _, child = name.rpartition(".")
-            setattr(module.get_submodule(parent_name), child, OutputRows(projection, start, stop, _in_features(member)))
+            set_submodule(module, name, OutputRows(projection, start, stop, _in_features(member)))
             start = stop
     return len(groups)
 
@@ -114,9 +115,7 @@ def _sharing_an_input(module: nn.Module, run: Callable[[], Any]) -> list[list[st
     finally:
         for handle in handles:
             handle.remove()
-    times_called: dict[str, int] = {}
-    for name, _, _ in calls:
-        times_called[name] = times_called.get(name, 0) + 1
+    times_called = Counter(name for name, _, _ in calls)
     groups: list[tuple[torch.Tensor, int, Any, list[str]]] = []
     for name, x, version in calls:
         if times_called[name] > 1:
@@ -155,7 +154,9 @@ def _concatenated(members: list[nn.Module]) -> nn.Module:
     if isinstance(members[0], ZeroPointLinear):
         return ZeroPointLinear(_concatenated([m.linear for m in members]), _concatenated([m.offsets for m in members]))
     first = members[0]
-    fused = nn.Linear(first.in_features, sum(m.out_features for m in members), bias=first.bias is not None)
+    # On the meta device: the weights are assigned below, so nothing is allocated or initialised first.
+    fused = nn.Linear(first.in_features, sum(m.out_features for m in members), bias=first.bias is not None,
+                      device="meta")  # fmt: skip
     fused.weight = nn.Parameter(_rows([m.weight for m in members]), requires_grad=False)
     if first.bias is not None:
         fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in members]), requires_grad=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from builder.compress.architecture import set_submodule
 from builder.compress.quantization import GROUP_SIZE
 
 
@@ -41,9 +42,7 @@ def with_zero_points(module: nn.Module, offsets: dict[str, torch.Tensor]) -> lis
     Returns the offsets' Linears, still in fp32, for the scheme to quantize."""
     made = []
     for name, offset in offsets.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name)
-        wrapper = ZeroPointLinear(getattr(parent, child), offset)
-        setattr(parent, child, wrapper)
+        wrapper = ZeroPointLinear(module.get_submodule(name), offset)
+        set_submodule(module, name, wrapper)
         made.append(wrapper.offsets)
     return made
