@@ -9,6 +9,7 @@ tokens, median of 5), with ratios to the peer figures in DESIGN §9. `--peer PTE
 8da4w export) measures decode of both .pte files in turn, `--rounds` times, and reports the ratio of their
 medians: the machine is noisy, so only that ratio compares (DESIGN §9).
 Run on demand: .venv/bin/python bench/export_smollm2_a8w4.py [--scheme a8w4] [--iterations 5] [--peer x.pte]
+    [--keep ours.pte]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ STARTED = time.perf_counter()  # the process's wall time counts imports, as the 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--peer", type=Path, help="Another .pte whose decode is measured in turn with ours")
     parser.add_argument("--rounds", type=int, default=3, help="With --peer: turns each .pte is measured in")
+    parser.add_argument("--keep", type=Path, help="Copy the exported .pte here, to measure it again later")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,6 +97,8 @@ def main() -> None:
         bench = benchmark_pte(artifact.path, request)
         in_turn = decode_in_turn([artifact.path, args.peer], request, args.rounds) if args.peer else None
         pte_mb = artifact.path.stat().st_size / 1e6  # decimal MB, as the peer table (RSS figures are MiB)
+        if args.keep:
+            shutil.copyfile(artifact.path, args.keep)
     report = {
         "scheme": args.scheme,
         "pte_mb": round(pte_mb, 1),
