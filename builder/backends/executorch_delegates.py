@@ -54,9 +54,9 @@ def partitioner(target: Target, options: LoweringOptions, declared_ranges: dict[
     exported program (torch.export's range_constraints), which the Core ML delegate needs restored."""
     delegate = delegate_of(target)
     if delegate.name == "xnnpack":
-        from builder.backends.xnnpack_slices import xnnpack_partitioner
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-        return xnnpack_partitioner()
+        return XnnpackPartitioner()
     return _coreml_partitioner(target, options, declared_ranges)
 
 
