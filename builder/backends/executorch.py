@@ -23,6 +23,7 @@ from builder.backends.executorch_runners import (
     PteEncoderRunner,
 )
 from builder.backends.fused_projections import FusedProjection, fuse_projections, linear_layers
+from builder.backends.partition_index import compact_partition_index
 from builder.backends.xnnpack_graph import last_dim_means_as_pooling, shared_pure_ops
 from builder.backends.zero_point_linear import ZeroPointLinear, with_zero_points
 from builder.bench.host import BenchRequest, BenchResult, benchmark_pte
@@ -295,12 +296,13 @@ class ExecuTorchBackend:
                 last_dim_means_as_pooling(program)
                 shared_pure_ops(program)
             declared_ranges = {str(symbol): bounds for symbol, bounds in program.range_constraints.items()}
-            edge = to_edge_transform_and_lower(
-                {"forward": program},
-                partitioner=[partitioner(target, options, declared_ranges)],
-                compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-                constant_methods=_metadata(model, options, delegate),
-            )
+            with compact_partition_index():
+                edge = to_edge_transform_and_lower(
+                    {"forward": program},
+                    partitioner=[partitioner(target, options, declared_ranges)],
+                    compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+                    constant_methods=_metadata(model, options, delegate),
+                )
             executorch_program = edge.to_executorch(
                 ExecutorchBackendConfig(
                     extract_delegate_segments=True,
