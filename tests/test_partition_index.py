@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -31,8 +32,12 @@ def _program() -> torch.export.ExportedProgram:
     return torch.export.export(Branchy().eval(), (torch.randn(1, 6, 16),), dynamic_shapes={"x": {1: seq}})
 
 
-def test_every_node_has_the_downstream_nodes_torch_finds() -> None:
-    from torch.fx.passes.infra.partitioner import _DependencyViewer
+@pytest.mark.parametrize("owner", ["torch", "executorch"])
+def test_every_node_has_the_nodes_the_stock_index_finds(owner: str) -> None:
+    if owner == "torch":
+        from torch.fx.passes.infra.partitioner import _DependencyViewer
+    else:
+        from executorch.exir.backend.canonical_partitioners.group_partitioner import _DependencyViewer
 
     graph_module = _program().graph_module
     stock, compact = _DependencyViewer(graph_module), BitmaskDependencyViewer(graph_module)
@@ -41,20 +46,23 @@ def test_every_node_has_the_downstream_nodes_torch_finds() -> None:
     for node in nodes:
         mine = compact.downstreams_of(node)
         assert len(mine) == len(set(mine)) and set(mine) == stock.downstreams_of(node), node.name
+        if hasattr(stock, "upstreams_of"):
+            assert set(compact.upstreams_of(node)) == stock.upstreams_of(node), node.name
 
 
 def test_partitioning_with_it_lowers_byte_for_byte_the_same_pte(tmp_path: Path) -> None:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.backend.canonical_partitioners import group_partitioner
     from torch.fx.passes.infra import partitioner
 
     def lowered() -> bytes:
         return to_edge_transform_and_lower(_program(), partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
     stock = lowered()
-    stock_viewer = partitioner._DependencyViewer
+    stock_viewers = partitioner._DependencyViewer, group_partitioner._DependencyViewer
     with compact_partition_index():
-        assert partitioner._DependencyViewer is BitmaskDependencyViewer
+        assert partitioner._DependencyViewer is group_partitioner._DependencyViewer is BitmaskDependencyViewer
         compact = lowered()
-    assert partitioner._DependencyViewer is stock_viewer  # restored after the block
+    assert (partitioner._DependencyViewer, group_partitioner._DependencyViewer) == stock_viewers  # restored
     assert compact == stock
