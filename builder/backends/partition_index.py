@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -24,9 +25,8 @@ class BitmaskDependencyViewer:
 
     def __init__(self, graph_module: torch.fx.GraphModule) -> None:
         self._nodes = list(graph_module.graph.nodes)
-        position = {node: i for i, node in enumerate(self._nodes)}
-        self._downstream = _closure(reversed(self._nodes), lambda node: node.users, position)
-        self._upstream = _closure(self._nodes, lambda node: node.all_input_nodes, position)
+        self._position = {node: i for i, node in enumerate(self._nodes)}
+        self._downstream = _closure(reversed(self._nodes), lambda node: node.users, self._position)
         self._bytes = (len(self._nodes) + 7) // 8
         self._downstream_nodes: dict[torch.fx.Node, list[torch.fx.Node]] = {}
 
@@ -39,6 +39,11 @@ class BitmaskDependencyViewer:
 
     def upstreams_of(self, node: torch.fx.Node) -> list[torch.fx.Node]:
         return self._members(self._upstream.get(node, 0))
+
+    @cached_property
+    def _upstream(self) -> dict[torch.fx.Node, int]:
+        # Built on first use only: ExecuTorch's GroupBasedPartitioner builds its upstream index but never reads it.
+        return _closure(self._nodes, lambda node: node.all_input_nodes, self._position)
 
     def _members(self, mask: int) -> list[torch.fx.Node]:
         bits = np.unpackbits(np.frombuffer(mask.to_bytes(self._bytes, "little"), dtype=np.uint8), bitorder="little")
